@@ -1,0 +1,413 @@
+"""Method B: StyleGAN2-ADA training (Karras et al. 2020, arXiv:2006.06676) as a LightningModule.
+
+One training step = one batch of real images, as in the official training loop:
+
+* ``Gmain``: non-saturating logistic loss ``softplus(-D(G(z)))`` (with style mixing, probability 0.9).
+* ``Greg`` every ``pl_interval`` (4) batches: path-length regularisation on ``batch / pl_batch_shrink``
+  fakes, ``pl_weight * (|J_w^T y| - a)^2`` with ``a`` the running mean (decay ``pl_decay`` = 0.01),
+  multiplied by the interval (lazy regularisation).
+* ``Dmain``: ``softplus(D(G(z))) + softplus(-D(x))``.
+* ``Dreg`` every ``r1_interval`` (16) batches: R1 ``gamma/2 * |grad_x D(x)|^2`` times the interval;
+  ``gamma`` defaults to ``0.0002 * resolution^2 / batch`` (the official 'auto' setting).
+* Adam ``lr`` and ``betas`` of each network are corrected for lazy regularisation:
+  ``lr * c``, ``beta ** c`` with ``c = interval / (interval + 1)``.
+* ``G_ema``: exponential moving average of G with half-life ``ema_kimg`` thousand images (default
+  ``batch * 10 / 32``), ramped up over the first images (``ema_rampup`` 0.05).
+* ADA: D sees real and fake images through the augmentation pipeline; every ``ada_interval`` (4)
+  batches ``p += sign(E[sign(D(real))] - ada_target) * batch * ada_interval / (ada_kimg * 1000)``,
+  clamped at 0 (statistics summed across processes).
+
+Everything that training changes (weights, ``G_ema``, ``pl_mean``, ADA ``p`` and its statistics,
+images seen) is a parameter or buffer, hence in the checkpoint. Batches are dicts with ``"image"``
+``[B, 3, S, S]`` in [-1, 1] (and ``"attrs"`` ``[B, A]`` labels when ``c_dim > 0``).
+``sample(n, seed)`` -> ``[n, 3, S, S]`` in [-1, 1] from ``G_ema``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from multifeat.errors import ConfigError
+from multifeat.nets.stylegan2 import Discriminator, Generator
+from multifeat.phases.base import PhaseModule
+from multifeat.phases.phase1 import count_step, step_uncounted
+
+__all__ = [
+    "StyleGAN2ADA",
+    "ada_adjust",
+    "lazy_adam_settings",
+    "path_length_penalty",
+    "r1_penalty",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions (tested against plain autograd computations)
+
+
+def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:
+    """Per-sample ``|d sum(D(x)) / d x_i|^2`` ``[B]``; ``real_images`` must require grad. Differentiable."""
+    (grads,) = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_images], create_graph=True)
+    return grads.square().sum(dim=[1, 2, 3])
+
+
+def path_length_penalty(
+    images: Tensor, ws: Tensor, pl_mean: Tensor, decay: float = 0.01, noise: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Path-length regularisation of StyleGAN2.
+
+    ``y ~ N(0, 1) / sqrt(H*W)`` (or ``noise``); ``L_i = sqrt(mean_k |d sum(G(w)_i * y_i) / d w_ik|^2)``;
+    ``a' = a + decay * (mean(L) - a)``. Returns ``(penalty [B] = (L - a')^2, L [B], a')``; ``a'`` is
+    detached. ``ws`` ``[B, num_ws, w_dim]`` must be part of the graph of ``images``.
+    """
+    if noise is None:
+        noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+    (grads,) = torch.autograd.grad(outputs=[(images * noise).sum()], inputs=[ws], create_graph=True)
+    lengths = grads.square().sum(dim=2).mean(dim=1).sqrt()
+    new_mean = pl_mean.lerp(lengths.mean().to(pl_mean.dtype), decay)
+    penalty = (lengths - new_mean).square()
+    return penalty, lengths, new_mean.detach()
+
+
+def lazy_adam_settings(lr: float, betas: Sequence[float], interval: int | None) -> tuple[float, tuple[float, ...]]:
+    """Adam settings corrected for lazy regularisation every ``interval`` steps: ``lr*c``, ``beta**c``
+    with ``c = interval / (interval + 1)`` (unchanged when ``interval`` is None or 0)."""
+    if not interval:
+        return float(lr), tuple(float(b) for b in betas)
+    c = interval / (interval + 1)
+    return float(lr) * c, tuple(float(b) ** c for b in betas)
+
+
+def ada_adjust(p: float, sign_mean: float, batch_size: int, interval: int = 4, target: float = 0.6,
+               ada_kimg: float = 500) -> float:
+    """New ADA probability: ``max(0, p + sign(sign_mean - target) * batch_size * interval / (ada_kimg*1000))``."""
+    diff = sign_mean - target
+    step = ((diff > 0) - (diff < 0)) * batch_size * interval / (ada_kimg * 1000)
+    return max(0.0, p + step)
+
+
+def _build_augment_pipe(augment: str | None, p: float) -> nn.Module | None:
+    if augment in (None, "", "none"):
+        return None
+    try:
+        from multifeat.nets.stylegan2.augment import augment_pipe_from_preset
+    except ImportError as e:  # pragma: no cover - the augmentation module ships with the package
+        raise ConfigError(f"augment={augment!r} needs multifeat.nets.stylegan2.augment ({e})") from e
+    return augment_pipe_from_preset(augment, p=p)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class StyleGAN2ADA(PhaseModule):
+    """StyleGAN2-ADA generator and discriminator, trained with the official losses and schedules.
+
+    Args:
+        image_size: resolution (power of two >= 8). Default 64.
+        c_dim: label size (0 = unconditional; else the batch's ``"attrs"``, first ``c_dim`` columns).
+        z_dim, w_dim: latent sizes. Default 512 (official).
+        mapping_layers: mapping network depth. Default 2 (official 'auto' config).
+        channel_base, channel_max: channels ``min(channel_base // res, channel_max)``. Default
+            16384 / 512 (official 'auto' below 512 px).
+        num_fp16_res: highest resolutions run in float16 (official: 4, on GPU). Default 0.
+        conv_clamp: Default 256. mbstd_group_size: Default 4 (capped by the batch size).
+        g_architecture / d_architecture: ``skip`` / ``resnet`` (official).
+        lr: Adam learning rate of both networks. Default 0.0025. betas: Default (0, 0.99).
+        r1_gamma: R1 weight; None = ``0.0002 * image_size^2 / batch``. r1_interval: Default 16.
+        pl_weight: Default 2. pl_interval: Default 4. pl_decay: 0.01. pl_batch_shrink: 2.
+        style_mixing_prob: Default 0.9.
+        ema_kimg: EMA half-life in thousands of images; None = ``batch * 10 / 32``. ema_rampup: 0.05
+            (None disables the ramp-up).
+        augment: augmentation preset of ``multifeat.nets.stylegan2.augment`` (default ``"bgc"``), or
+            None for no augmentation. augment_p: initial p (0). ada_target: 0.6 (None keeps p fixed).
+            ada_interval: 4. ada_kimg: 500.
+        num_fixed: fixed-noise samples for grids (64). fixed_seed: 0. sample_truncation_psi: 1.
+    """
+
+    phase = "stylegan2ada"
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        c_dim: int = 0,
+        z_dim: int = 512,
+        w_dim: int = 512,
+        mapping_layers: int = 2,
+        channel_base: int = 16384,
+        channel_max: int = 512,
+        num_fp16_res: int = 0,
+        conv_clamp: float | None = 256,
+        mbstd_group_size: int = 4,
+        g_architecture: str = "skip",
+        d_architecture: str = "resnet",
+        lr: float = 0.0025,
+        betas: tuple[float, float] = (0.0, 0.99),
+        r1_gamma: float | None = None,
+        r1_interval: int = 16,
+        pl_weight: float = 2.0,
+        pl_interval: int = 4,
+        pl_decay: float = 0.01,
+        pl_batch_shrink: int = 2,
+        style_mixing_prob: float = 0.9,
+        ema_kimg: float | None = None,
+        ema_rampup: float | None = 0.05,
+        augment: str | None = "bgc",
+        augment_p: float = 0.0,
+        ada_target: float | None = 0.6,
+        ada_interval: int = 4,
+        ada_kimg: float = 500,
+        num_fixed: int = 64,
+        fixed_seed: int = 0,
+        sample_truncation_psi: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if image_size < 8 or image_size & (image_size - 1):
+            raise ConfigError(f"image_size must be a power of two >= 8, got {image_size}")
+        for name, v in (("r1_interval", r1_interval), ("pl_interval", pl_interval), ("ada_interval", ada_interval),
+                        ("pl_batch_shrink", pl_batch_shrink), ("num_fixed", num_fixed)):
+            if int(v) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {v}")
+        if not lr > 0:
+            raise ConfigError(f"lr must be > 0, got {lr}")
+        if not 0 <= style_mixing_prob <= 1:
+            raise ConfigError(f"style_mixing_prob must be in [0, 1], got {style_mixing_prob}")
+        betas = [float(b) for b in betas]
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {betas}")
+        self.save_hyperparameters()
+        self.hparams.update(betas=betas)
+
+        self.G = Generator(
+            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=image_size, img_channels=3,
+            mapping_kwargs={"num_layers": mapping_layers},
+            synthesis_kwargs={"channel_base": channel_base, "channel_max": channel_max,
+                              "num_fp16_res": num_fp16_res, "conv_clamp": conv_clamp,
+                              "architecture": g_architecture},
+        )
+        self.D = Discriminator(
+            c_dim=c_dim, img_resolution=image_size, img_channels=3, architecture=d_architecture,
+            channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res, conv_clamp=conv_clamp,
+            epilogue_kwargs={"mbstd_group_size": mbstd_group_size},
+        )
+        self.G_ema = Generator(**self.G.init_kwargs).eval().requires_grad_(False)
+        self.G_ema.load_state_dict(self.G.state_dict())
+        self.augment_pipe = _build_augment_pipe(augment, augment_p)
+
+        self.register_buffer("pl_mean", torch.zeros([]))
+        self.register_buffer("images_seen", torch.zeros([], dtype=torch.long))
+        self.register_buffer("ada_stats", torch.zeros(2, dtype=torch.float64))  # sum of signs, count
+        self.register_buffer("batches_seen", torch.zeros([], dtype=torch.long))
+        g = torch.Generator().manual_seed(int(fixed_seed))
+        self.register_buffer("fixed_z", torch.randn(num_fixed, z_dim, generator=g), persistent=False)
+
+    def train(self, mode: bool = True) -> StyleGAN2ADA:
+        """Set training mode; ``G_ema`` always stays in eval mode (no ``w_avg`` updates)."""
+        super().train(mode)
+        self.G_ema.eval()
+        return self
+
+    # ------------------------------------------------------------------------------------- sampling
+    @property
+    def z_dim(self) -> int:
+        return self.G.z_dim
+
+    def _labels(self, n: int, c: Tensor | None) -> Tensor | None:
+        if self.G.c_dim == 0:
+            return None
+        if c is None:
+            raise ConfigError(f"this StyleGAN2ADA is conditional (c_dim={self.G.c_dim}); pass labels c [n, c_dim]")
+        return c.to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def generate(self, z: Tensor, c: Tensor | None = None, truncation_psi: float | None = None,
+                 noise_mode: str = "const", batch_size: int = 64) -> Tensor:
+        """``G_ema`` images ``[N, 3, S, S]`` clamped to [-1, 1] for latents ``z [N, z_dim]``."""
+        psi = self.hparams.sample_truncation_psi if truncation_psi is None else truncation_psi
+        z = z.to(self.device)
+        c = self._labels(z.shape[0], c)
+        out = []
+        for i in range(0, z.shape[0], batch_size):
+            ci = c[i : i + batch_size] if c is not None else None
+            out.append(self.G_ema(z[i : i + batch_size], ci, truncation_psi=psi, noise_mode=noise_mode))
+        return torch.cat(out).clamp(-1, 1)
+
+    def sample(self, n: int, seed: int | None = None, c: Tensor | None = None, **kwargs: Any) -> Tensor:
+        """``n`` images ``[n, 3, S, S]`` in [-1, 1]; the same ``seed`` gives the same images."""
+        g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        z = torch.randn(n, self.z_dim, generator=g)
+        return self.generate(z, c, **kwargs)
+
+    def sample_fixed(self, n: int | None = None) -> Tensor:
+        """Images of the fixed latents (for sample grids). Conditional models use all-zero labels."""
+        z = self.fixed_z if n is None else self.fixed_z[:n]
+        c = torch.zeros(z.shape[0], self.G.c_dim) if self.G.c_dim else None
+        return self.generate(z, c)
+
+    # ------------------------------------------------------------------------------------- training
+    def configure_optimizers(self):
+        hp = self.hparams
+        g_lr, g_betas = lazy_adam_settings(hp.lr, hp.betas, hp.pl_interval if hp.pl_weight > 0 else None)
+        d_lr, d_betas = lazy_adam_settings(hp.lr, hp.betas, hp.r1_interval)
+        opt_g = torch.optim.Adam(self.G.parameters(), lr=g_lr, betas=g_betas, eps=1e-8)
+        opt_d = torch.optim.Adam(self.D.parameters(), lr=d_lr, betas=d_betas, eps=1e-8)
+        return [opt_g, opt_d]
+
+    def _world_size(self) -> int:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size()
+        return 1
+
+    def r1_gamma(self, global_batch: int) -> float:
+        hp = self.hparams
+        return float(hp.r1_gamma) if hp.r1_gamma is not None else 0.0002 * hp.image_size**2 / global_batch
+
+    def run_G(self, z: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Fakes with style mixing (probability ``style_mixing_prob``): ``(images, ws)``."""
+        ws = self.G.mapping(z, c)
+        if self.hparams.style_mixing_prob > 0 and torch.rand([]).item() < self.hparams.style_mixing_prob:
+            cutoff = int(torch.randint(1, ws.shape[1], []).item())
+            ws2 = self.G.mapping(torch.randn_like(z), c, skip_w_avg_update=True)
+            ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+        return self.G.synthesis(ws, noise_mode="random"), ws
+
+    def run_D(self, images: Tensor, c: Tensor | None) -> Tensor:
+        if self.augment_pipe is not None and float(self.augment_pipe.p) > 0:
+            images = self.augment_pipe(images)
+        return self.D(images, c)
+
+    def accumulate_ada(self, real_logits: Tensor) -> None:
+        """Add ``sign(D(real))`` of one batch to the ADA statistics."""
+        x = real_logits.detach().float()
+        self.ada_stats += torch.stack([x.sign().sum(), torch.tensor(float(x.numel()), device=x.device)]).to(
+            self.ada_stats
+        )
+
+    def update_ada(self, global_batch: int) -> float | None:
+        """Adjust ``p`` from the accumulated statistics (summed across processes); returns r_t."""
+        if self.augment_pipe is None:
+            return None
+        stats = self.ada_stats.clone()
+        if self._world_size() > 1:
+            torch.distributed.all_reduce(stats)
+        self.ada_stats.zero_()
+        if stats[1] <= 0:
+            return None
+        rt = float(stats[0] / stats[1])
+        hp = self.hparams
+        if hp.ada_target is not None:
+            p = ada_adjust(float(self.augment_pipe.p), rt, global_batch, hp.ada_interval, hp.ada_target, hp.ada_kimg)
+            self.augment_pipe.p.fill_(p)
+        return rt
+
+    @torch.no_grad()
+    def update_ema(self, global_batch: int) -> float:
+        """Move ``G_ema`` towards ``G``; returns the decay used."""
+        hp = self.hparams
+        ema_nimg = (hp.ema_kimg if hp.ema_kimg is not None else global_batch * 10 / 32) * 1000
+        if hp.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, float(self.images_seen) * hp.ema_rampup)
+        beta = 0.5 ** (global_batch / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+        return beta
+
+    def _batch(self, batch: Any) -> tuple[Tensor, Tensor | None]:
+        if isinstance(batch, dict):
+            x = batch["image"]
+            attrs = batch.get("attrs")
+        elif isinstance(batch, (list, tuple)):
+            x, attrs = batch[0], (batch[1] if len(batch) > 1 else None)
+        else:
+            x, attrs = batch, None
+        c = None
+        if self.G.c_dim > 0:
+            if attrs is None or attrs.shape[-1] < self.G.c_dim:
+                raise ConfigError(f"c_dim={self.G.c_dim} needs batches with 'attrs' of at least that many columns")
+            c = attrs[:, : self.G.c_dim].float()
+        return x, c
+
+    def _step(self, opt, loss: Tensor, name: str) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.check_finite(**{name: loss})
+        step_uncounted(opt)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        hp = self.hparams
+        x, c = self._batch(batch)
+        b = x.shape[0]
+        global_batch = b * self._world_size()
+        step = int(self.batches_seen)
+        opt_g, opt_d = self.optimizers()
+        logs: dict[str, Tensor | float] = {}
+
+        # --- G: main loss, then lazy path-length regularisation
+        self.toggle_optimizer(opt_g)
+        fake, _ = self.run_G(torch.randn(b, self.z_dim, device=x.device), c)
+        loss_g = F.softplus(-self.run_D(fake, c)).mean()
+        self._step(opt_g, loss_g, "loss_G")
+        logs["loss/G"] = loss_g.detach()
+        if hp.pl_weight > 0 and step % hp.pl_interval == 0:
+            n = max(1, b // hp.pl_batch_shrink)
+            img, ws = self.run_G(torch.randn(n, self.z_dim, device=x.device), c[:n] if c is not None else None)
+            penalty, _, new_mean = path_length_penalty(img, ws, self.pl_mean, hp.pl_decay)
+            self.pl_mean.copy_(new_mean)
+            loss_pl = (img[:, 0, 0, 0] * 0 + penalty * hp.pl_weight).mean() * hp.pl_interval
+            self._step(opt_g, loss_pl, "loss_Gpl")
+            logs["loss/pl"] = penalty.detach().mean()
+            logs["pl_mean"] = self.pl_mean.detach()
+        self.untoggle_optimizer(opt_g)
+
+        # --- D: main loss, then lazy R1
+        self.toggle_optimizer(opt_d)
+        with torch.no_grad():
+            fake, _ = self.run_G(torch.randn(b, self.z_dim, device=x.device), c)
+        fake_logits = self.run_D(fake, c)
+        real_logits = self.run_D(x.detach(), c)
+        self.accumulate_ada(real_logits)
+        loss_d = (F.softplus(fake_logits) + F.softplus(-real_logits)).mean()
+        self._step(opt_d, loss_d, "loss_D")
+        logs["loss/D"] = loss_d.detach()
+        logs["D/real"] = real_logits.detach().float().mean()
+        logs["D/fake"] = fake_logits.detach().float().mean()
+        if step % hp.r1_interval == 0:
+            gamma = self.r1_gamma(global_batch)
+            if gamma > 0:
+                # R1 is taken w.r.t. the images D sees (augmented reals): torch's grid_sample, used
+                # by the augmentation, has no double backward on CUDA.
+                real = x.detach()
+                if self.augment_pipe is not None and float(self.augment_pipe.p) > 0:
+                    with torch.no_grad():
+                        real = self.augment_pipe(real)
+                real = real.requires_grad_(True)
+                logits = self.D(real, c)
+                penalty = r1_penalty(logits, real)
+                loss_r1 = (logits * 0 + (penalty * (gamma / 2)).unsqueeze(1)).mean() * hp.r1_interval
+                self._step(opt_d, loss_r1, "loss_Dr1")
+                logs["loss/r1"] = penalty.detach().mean()
+        self.untoggle_optimizer(opt_d)
+
+        # --- bookkeeping: EMA, images seen, ADA
+        logs["G_ema/beta"] = self.update_ema(global_batch)
+        self.images_seen += global_batch
+        self.batches_seen += 1
+        if int(self.batches_seen) % hp.ada_interval == 0:
+            rt = self.update_ada(global_batch)
+            if rt is not None:
+                logs["ada/rt"] = rt
+        if self.augment_pipe is not None:
+            logs["ada/p"] = float(self.augment_pipe.p)
+        logs["kimg"] = float(self.images_seen) / 1000
+        count_step(opt_d)  # one global step per batch
+        shown = ("loss/G", "loss/D")
+        self.log_dict({k: v for k, v in logs.items() if k in shown}, prog_bar=True)
+        self.log_dict({k: v for k, v in logs.items() if k not in shown})
