@@ -1,0 +1,23 @@
+"""Datasets and LightningDataModules: synthetic faces, CelebA attributes, image folders, Phase-2 data."""
+
+from multifeat.data.celeba import CELEBA_DERIVED, CelebADataset
+from multifeat.data.classifier_data import FeatureClassifierDataModule
+from multifeat.data.common import ATTRIBUTES, SOURCE_NAMES, DataWarning
+from multifeat.data.datamodule import AttributeDataModule
+from multifeat.data.degrade import DEGRADE_KINDS, degrade
+from multifeat.data.folder import ImageFolderDataset
+from multifeat.data.synthetic import SyntheticFaces
+
+__all__ = [
+    "ATTRIBUTES",
+    "SOURCE_NAMES",
+    "CELEBA_DERIVED",
+    "DataWarning",
+    "SyntheticFaces",
+    "CelebADataset",
+    "ImageFolderDataset",
+    "AttributeDataModule",
+    "FeatureClassifierDataModule",
+    "DEGRADE_KINDS",
+    "degrade",
+]

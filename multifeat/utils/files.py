@@ -21,6 +21,12 @@ class OutputDirError(MultifeatError, OSError):
     """An output folder cannot be created or written to."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) if needed and check that files can be written there."""
     p = Path(path)
@@ -43,6 +49,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, p)
     except BaseException as e:
         try:

@@ -1,0 +1,306 @@
+"""FeatureClassifierDataModule: Phase-2 data, images with feature 1 against images without it.
+
+Sources (ids in :data:`SOURCE_NAMES` order, label 1 for positives, 0 for every negative):
+
+0. ``positive``: images that have the feature.
+1. ``real_negative``: real images without the feature (synthetic/CelebA: the same source filtered
+   on the feature being absent; folder: ``negative_root``, optional).
+2. ``bank``: Phase 1's unclear samples in ``bank_dir`` (optional; see :mod:`multifeat.io.bank`).
+3. ``degraded``: degraded copies of the positives (optional; :mod:`multifeat.data.degrade`), each
+   made deterministically from ``(seed, index)``: kind drawn from ``degrade_kinds``, strength uniform
+   in ``degrade_strength``.
+
+Every source is split into train/val on its own (``val_fraction``, ``seed``), so validation holds
+every source; degraded copies are made from the positives of the same split. Training batches come
+from a weighted sampler: positives and negatives 50/50 in expectation, the negative sources equally
+likely among themselves, whatever their sizes. Validation goes through every item once, in order.
+
+Batches: ``{"image": float [B,3,S,S] in [-1,1], "label": float [B] 1/0, "source": long [B]}``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
+
+from multifeat.data.common import ATTRIBUTES, SOURCE_NAMES, check_power_of_two
+from multifeat.data.datamodule import _SYNTHETIC_KEYS, check_loader_args, check_positive_int, split_indices
+from multifeat.data.degrade import DEGRADE_KINDS, check_kinds, degrade
+from multifeat.data.loading import crop_resize, open_rgb, uint8_to_float
+from multifeat.errors import ConfigError, DataError
+
+POSITIVE, REAL_NEGATIVE, BANK, DEGRADED = range(4)
+
+
+class BankDataset(Dataset):
+    """The negative bank's images, resized to ``image_size``. Raises DataError when the bank is missing or empty."""
+
+    def __init__(self, bank_dir: str, image_size: int) -> None:
+        try:
+            from multifeat.io.bank import read_bank
+        except ImportError:  # pragma: no cover - the bank module ships with the package
+            read_bank = _read_bank_index
+        self.entries = read_bank(bank_dir)
+        self.bank_dir = bank_dir
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.entries[int(index)]["path"]
+        try:
+            img = open_rgb(path)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"negative bank image '{path}' cannot be read: {e}") from e
+        return {"image": uint8_to_float(crop_resize(img, self.image_size))}
+
+
+def _read_bank_index(bank_dir: str) -> list[dict]:
+    """Fallback reader of ``<bank>/index.json`` (same contract as ``multifeat.io.bank.read_bank``)."""
+    import json
+    from pathlib import Path
+
+    p = Path(bank_dir)
+    if not p.is_dir() or not (p / "index.json").is_file():
+        raise DataError(f"negative bank folder '{p}' does not exist or has no index.json; run phase 1 first")
+    entries = json.loads((p / "index.json").read_text()).get("entries", [])
+    if not entries:
+        raise DataError(f"negative bank folder '{p}' is empty; run phase 1 first")
+    return [{**e, "path": str(p / e["file"])} for e in entries]
+
+
+class DegradedDataset(Dataset):
+    """Degraded copies of a dataset's images; item ``i`` depends only on ``(seed, i)``."""
+
+    def __init__(self, base: Dataset, kinds: tuple[str, ...], strength: tuple[float, float], seed: int) -> None:
+        self.base = base
+        self.kinds = check_kinds(kinds)
+        self.strength = strength
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def spec(self, index: int) -> tuple[str, float, int]:
+        """(kind, strength, noise seed) of item ``index``."""
+        rng = np.random.default_rng([self.seed, 7919, int(index)])
+        r = rng.random(2)
+        kind = self.kinds[min(int(r[0] * len(self.kinds)), len(self.kinds) - 1)]
+        lo, hi = self.strength
+        return kind, float(lo + (hi - lo) * r[1]), int(rng.integers(0, 2**62))
+
+    def __getitem__(self, index: int) -> dict:
+        kind, strength, noise_seed = self.spec(index)
+        image = self.base[int(index)]["image"]
+        return {"image": degrade(image, kind, strength, torch.Generator().manual_seed(noise_seed))}
+
+
+class LabelledSources(Dataset):
+    """Concatenation of (dataset, source id) parts; items ``{"image", "label", "source"}``."""
+
+    def __init__(self, parts: list[tuple[Dataset, int]]) -> None:
+        self.parts = [(d, s) for d, s in parts if len(d) > 0]
+        self.offsets = np.cumsum([0] + [len(d) for d, _ in self.parts])
+        self.sources = torch.cat([torch.full((len(d),), s, dtype=torch.long) for d, s in self.parts]) \
+            if self.parts else torch.zeros(0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        i = int(index)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        p = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return p, i - int(self.offsets[p])
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        # group by part so a vectorised source (SyntheticFaces) renders its share in one call
+        located = [self._locate(i) for i in indices]
+        out: list[dict | None] = [None] * len(indices)
+        for p, (ds, src) in enumerate(self.parts):
+            ks = [k for k, (q, _) in enumerate(located) if q == p]
+            if not ks:
+                continue
+            local = [located[k][1] for k in ks]
+            items = ds.__getitems__(local) if hasattr(ds, "__getitems__") else [ds[j] for j in local]
+            for k, it in zip(ks, items):
+                out[k] = {"image": it["image"], "label": torch.tensor(1.0 if src == POSITIVE else 0.0), "source": torch.tensor(src)}
+        return out
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([index])[0]
+
+
+def balanced_weights(sources: torch.Tensor) -> torch.Tensor:
+    """Per-item sampling weights: positives 1/2 in total, each present negative source 1/(2K)."""
+    sources = sources.long()
+    counts = torch.bincount(sources, minlength=len(SOURCE_NAMES)).double()
+    neg = [s for s in range(1, len(SOURCE_NAMES)) if counts[s] > 0]
+    share = torch.zeros(len(SOURCE_NAMES), dtype=torch.float64)
+    if counts[POSITIVE] > 0:
+        share[POSITIVE] = 0.5
+    for s in neg:
+        share[s] = 0.5 / len(neg)
+    per_item = torch.where(counts > 0, share / counts.clamp(min=1), torch.zeros_like(share))
+    return per_item[sources]
+
+
+class FeatureClassifierDataModule(LightningDataModule):
+    """Positives vs negatives (real, bank, degraded) for the Phase-2 feature classifier.
+
+    Args:
+        feature: the attribute to classify (one of ``ATTRIBUTES``; CelebA also its own column names).
+        source: ``synthetic``, ``celeba`` or ``folder`` (positives from ``root``, real negatives from
+            ``negative_root`` if given).
+        root: data folder (CelebA root or the positives folder).
+        negative_root: folder source only: images without the feature.
+        image_size: S, power of two (default 64).
+        bank_dir: negative bank folder of Phase 1 (``None``: no bank source). Missing/empty -> DataError.
+        degraded: add degraded copies of the positives as negatives (default True).
+        degrade_kinds: kinds to draw from (default all: downsample, blur, noise).
+        degrade_strength: (low, high) strength range in [0, 1] (default (0.3, 1.0)).
+        num_samples: synthetic only: number of positives and of real negatives (default 4096 each).
+        synthetic: extra SyntheticFaces options (``attribute_probs``, ``joint_fraction``, ``cache``).
+        require: extra filter applied to positives and real negatives alike (e.g. ``{"beard": False}``).
+        batch_size, num_workers, val_fraction, seed: as in :class:`AttributeDataModule`.
+        epoch_size: training samples drawn per epoch (default: the training set size).
+    """
+
+    def __init__(
+        self,
+        feature: str = "bald",
+        source: Literal["synthetic", "celeba", "folder"] = "synthetic",
+        root: str | None = None,
+        negative_root: str | None = None,
+        image_size: int = 64,
+        bank_dir: str | None = None,
+        degraded: bool = True,
+        degrade_kinds: list[str] | None = None,
+        degrade_strength: tuple[float, float] = (0.3, 1.0),
+        num_samples: int = 4096,
+        synthetic: dict[str, Any] | None = None,
+        require: dict[str, bool | int] | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        epoch_size: int | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if source not in ("synthetic", "celeba", "folder"):
+            raise ConfigError(f"source must be one of synthetic, celeba, folder; got {source!r}")
+        if source == "synthetic":
+            check_power_of_two(image_size, "image_size", 16, 256)
+            if feature not in ATTRIBUTES:
+                raise ConfigError(f"feature '{feature}' is not a synthetic attribute; valid: {', '.join(ATTRIBUTES)}")
+            check_positive_int(num_samples, "num_samples")
+        else:
+            check_power_of_two(image_size, "image_size", 8, 1024)
+            if root is None:
+                raise ConfigError(f"source={source!r} needs root")
+        if negative_root is not None and source != "folder":
+            raise ConfigError("negative_root applies to source='folder' only")
+        check_loader_args(batch_size, num_workers, val_fraction, seed)
+        if epoch_size is not None:
+            check_positive_int(epoch_size, "epoch_size")
+        lo, hi = (float(v) for v in degrade_strength)
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ConfigError(f"degrade_strength must be (low, high) with 0 <= low <= high <= 1, got {degrade_strength!r}")
+        kinds = check_kinds(degrade_kinds if degrade_kinds is not None else DEGRADE_KINDS)
+        synthetic = dict(synthetic or {})
+        unknown = set(synthetic) - set(_SYNTHETIC_KEYS)
+        if unknown:
+            raise ConfigError(f"synthetic: unknown option(s) {sorted(unknown)}; valid: {', '.join(_SYNTHETIC_KEYS)}")
+        if require and feature in require:
+            raise ConfigError(f"require must not name the classified feature '{feature}'")
+        if source == "folder" and negative_root is None and bank_dir is None and not degraded:
+            raise ConfigError("no negative source: give negative_root, bank_dir or degraded=True")
+        self.save_hyperparameters()
+        self.feature, self.source, self.root, self.negative_root = feature, source, root, negative_root
+        self.image_size, self.bank_dir, self.degraded = image_size, bank_dir, bool(degraded)
+        self.degrade_kinds, self.degrade_strength = kinds, (lo, hi)
+        self.num_samples, self.synthetic, self.require = num_samples, synthetic, dict(require or {})
+        self.batch_size, self.num_workers, self.val_fraction, self.seed = batch_size, num_workers, float(val_fraction), seed
+        self.epoch_size, self.pin_memory = epoch_size, pin_memory
+        self.train_set: LabelledSources | None = None
+        self.val_set: LabelledSources | None = None
+
+    def _real(self, positive: bool) -> Dataset | None:
+        req = {**self.require, self.feature: positive}
+        if self.source == "synthetic":
+            from multifeat.data.synthetic import SyntheticFaces
+
+            return SyntheticFaces(num_samples=self.num_samples, image_size=self.image_size,
+                                  seed=self.seed + (0 if positive else 1), require=req, **self.synthetic)
+        if self.source == "celeba":
+            from multifeat.data.celeba import CelebADataset
+
+            return CelebADataset(self.root, image_size=self.image_size, attributes=[self.feature], require=req)
+        from multifeat.data.folder import ImageFolderDataset
+
+        folder = self.root if positive else self.negative_root
+        return None if folder is None else ImageFolderDataset(folder, image_size=self.image_size)
+
+    def _split(self, ds: Dataset, salt: int, name: str) -> tuple[Dataset, Dataset]:
+        if self.val_fraction > 0 and len(ds) < 2:
+            raise DataError(f"the '{name}' source has {len(ds)} image(s); validation needs at least 2 per source "
+                            "(one for training, one for validation), or set val_fraction: 0")
+        tr, va = split_indices(len(ds), self.val_fraction, self.seed + salt)
+        return Subset(ds, tr), Subset(ds, va)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train: list[tuple[Dataset, int]] = []
+        val: list[tuple[Dataset, int]] = []
+        pos_tr, pos_va = self._split(self._real(True), 0, "positive")
+        train.append((pos_tr, POSITIVE))
+        val.append((pos_va, POSITIVE))
+        neg = self._real(False)
+        if neg is not None:
+            tr, va = self._split(neg, 1, "real_negative")
+            train.append((tr, REAL_NEGATIVE))
+            val.append((va, REAL_NEGATIVE))
+        if self.bank_dir is not None:
+            tr, va = self._split(BankDataset(self.bank_dir, self.image_size), 2, "bank")
+            train.append((tr, BANK))
+            val.append((va, BANK))
+        if self.degraded:
+            train.append((DegradedDataset(pos_tr, self.degrade_kinds, self.degrade_strength, self.seed), DEGRADED))
+            val.append((DegradedDataset(pos_va, self.degrade_kinds, self.degrade_strength, self.seed + 1), DEGRADED))
+        self.train_set = LabelledSources(train)
+        self.val_set = LabelledSources(val)
+
+    def source_counts(self, split: str = "train") -> dict[str, int]:
+        """Number of items per source name in ``split`` (``train`` or ``val``)."""
+        self.setup()
+        ds = self.train_set if split == "train" else self.val_set
+        counts = torch.bincount(ds.sources, minlength=len(SOURCE_NAMES))
+        return {name: int(c) for name, c in zip(SOURCE_NAMES, counts)}
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        g = torch.Generator().manual_seed(self.seed)
+        sampler = WeightedRandomSampler(balanced_weights(self.train_set.sources), self.epoch_size or len(self.train_set),
+                                        replacement=True, generator=g)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup("validate")
+        if self.val_fraction == 0:
+            return []
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+
+    def num_batches_per_epoch(self) -> int:
+        self.setup("fit")
+        return math.ceil((self.epoch_size or len(self.train_set)) / self.batch_size)
