@@ -37,6 +37,7 @@ from multifeat.phases.phase1 import should_log_step
 # Source ids of FeatureClassifierDataModule batches (multifeat.data.SOURCE_NAMES).
 SOURCE_NAMES = ("positive", "real_negative", "bank", "degraded")
 LOSS_KINDS = ("mse", "bce")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class FeatureClassifier(PhaseModule):
@@ -52,6 +53,8 @@ class FeatureClassifier(PhaseModule):
         lr: Adam learning rate. Default 2e-4.
         betas: Adam betas. Default (0.9, 0.999).
         weight_decay: Adam weight decay. Default 0.
+        lr_schedule: ``constant`` or ``cosine`` (annealed to 0 over the run's optimizer steps, which
+            steadies the last epoch's figures). Default ``constant``.
         threshold: probability above which an image counts as positive in the accuracies. Default 0.5.
         source_names: names of the source ids in batches. Default :data:`SOURCE_NAMES`.
         classifier: a ready network ``[N, 3, S, S] -> logits [N, 1]`` (or ``[N]``) replacing the built
@@ -72,6 +75,7 @@ class FeatureClassifier(PhaseModule):
         lr: float = 2e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
         threshold: float = 0.5,
         source_names: tuple[str, ...] = SOURCE_NAMES,
         classifier: nn.Module | None = None,
@@ -82,6 +86,8 @@ class FeatureClassifier(PhaseModule):
             raise ConfigError(f"loss must be one of {LOSS_KINDS}, got {loss!r}")
         if not lr > 0:
             raise ConfigError(f"lr must be > 0, got {lr}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if not 0.0 < threshold < 1.0:
             raise ConfigError(f"threshold must be in (0, 1), got {threshold}")
         if not feature or not isinstance(feature, str):
@@ -139,7 +145,12 @@ class FeatureClassifier(PhaseModule):
     # ------------------------------------------------------------------------------------- training
     def configure_optimizers(self):
         hp = self.hparams
-        return torch.optim.Adam(self.classifier.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        opt = torch.optim.Adam(self.classifier.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "constant":
+            return opt
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def loss(self, p: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """:func:`multifeat.losses.classifier_loss` on the batch's positives and negatives.

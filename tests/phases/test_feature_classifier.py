@@ -152,7 +152,7 @@ def test_trains_and_reloads_with_load_from_checkpoint(tmp_path):
     torch.testing.assert_close(generic.predict_proba(x), model.predict_proba(x))
 
 
-@pytest.mark.parametrize("kwargs", [dict(loss="hinge"), dict(lr=0), dict(threshold=1.0), dict(image_size=20),
+@pytest.mark.parametrize("kwargs", [dict(loss="hinge"), dict(lr=0), dict(lr_schedule="step"), dict(threshold=1.0), dict(image_size=20),
                                     dict(source_names=("real_negative", "positive"))])
 def test_bad_arguments(kwargs):
     with pytest.raises(ConfigError):
@@ -249,7 +249,7 @@ def test_d2_rejects_every_negative_source_on_synthetic_faces(tmp_path, capsys):
     t1 = time.perf_counter()
     dm = FeatureClassifierDataModule(feature="bald", image_size=32, bank_dir=str(bank), num_samples=1024, batch_size=64,
                                      val_fraction=0.1, epoch_size=2048, synthetic={"cache": True})
-    d2 = FeatureClassifier(image_size=32, feature="bald", width=16, max_width=64, lr=2e-3, loss="mse")
+    d2 = FeatureClassifier(image_size=32, feature="bald", width=16, max_width=64, lr=2e-3, loss="mse", lr_schedule="cosine")
     trainer = L.Trainer(max_epochs=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(d2, dm)
