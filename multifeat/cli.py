@@ -51,11 +51,72 @@ def _register_package_classes() -> None:
 
 
 def trainer_defaults() -> dict[str, Any]:
-    """Trainer defaults for the CLI: run folder under runs/, W&B logger (offline unless logged in)."""
+    """Trainer defaults for the CLI: run folder under runs/, W&B logger (offline unless logged in),
+    checkpoints written atomically (:class:`multifeat.io.atomic_checkpoint_io.AtomicCheckpointIO`)."""
     return {
         "default_root_dir": "runs",
+        "plugins": [{"class_path": "multifeat.io.atomic_checkpoint_io.AtomicCheckpointIO"}],
         "logger": {"class_path": "multifeat.loggers.WandbLogger", "init_args": {"save_dir": "runs"}},
     }
+
+
+def _merge_ckpt_hparams(cli) -> None:
+    """``--ckpt_path``: check the checkpoint and take its model hyper-parameters (as Lightning does).
+
+    Differences from Lightning's own step: the file is read with
+    :func:`multifeat.io.checkpoints.load_checkpoint` (weights-only, clear errors); a checkpoint of
+    another phase than the configured model is refused by name; recorded values that are not
+    ``__init__`` arguments (e.g. ``custom_generator``) are left out instead of breaking the parse.
+    """
+    import inspect
+    from pathlib import Path
+
+    from multifeat.errors import CheckpointError
+    from multifeat.io.checkpoints import _import_class, checkpoint_meta, load_checkpoint
+
+    sub = cli.config.get("subcommand")
+    if not sub:
+        return
+    ckpt_path = cli.config[sub].get("ckpt_path")
+    if not ckpt_path or not (Path(ckpt_path).exists() or Path(ckpt_path).suffix == ".ckpt"):
+        return  # "last", "best", "hpc", remote paths: Lightning resolves them later
+    ckpt = load_checkpoint(ckpt_path)
+    model_cfg = cli.config[sub].get("model")
+    class_path = getattr(model_cfg, "class_path", None) if model_cfg is not None else None
+    cls = None
+    if class_path:
+        try:
+            cls = _import_class(class_path) if class_path.startswith("multifeat.") else None
+        except CheckpointError:
+            cls = None
+    meta = checkpoint_meta(ckpt)
+    want = getattr(cls, "phase", None)
+    if want is not None and meta.get("phase") not in (None, want):
+        raise CheckpointError(
+            f"--ckpt_path '{ckpt_path}' is a {meta.get('phase')} checkpoint ({meta.get('class_path')}); "
+            f"the configured model {cls.__name__} needs a {want} checkpoint"
+        )
+    size = meta.get("image_size")
+    data_cfg = cli.config[sub].get("data")
+    data_size = getattr(getattr(data_cfg, "init_args", None), "image_size", None) if data_cfg is not None else None
+    if size is not None and data_size is not None and int(size) != int(data_size):
+        raise CheckpointError(
+            f"--ckpt_path '{ckpt_path}' holds a model for {size}x{size} images but the data module serves "
+            f"{data_size}x{data_size} images; set data image_size: {size} (or start a new run)"
+        )
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    hparams.pop("_class_path", None)
+    if not hparams or cls is None:
+        return
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        hparams = {k: v for k, v in hparams.items() if k in params and k != "self"}
+    try:
+        cli.config = cli.parser.parse_object({sub: {"model": {"class_path": class_path, "init_args": hparams}}}, cli.config)
+    except SystemExit:
+        sys.stderr.write(f"the hyper-parameters recorded in --ckpt_path '{ckpt_path}' do not fit {class_path}\n")
+        raise
 
 
 def build_cli(args: list[str] | None = None, run: bool = True):
@@ -77,6 +138,9 @@ def build_cli(args: list[str] | None = None, run: bool = True):
             parser.epilog = _commands_epilog()
             return parser
 
+        def _parse_ckpt_path(self) -> None:
+            _merge_ckpt_hparams(self)
+
     return MultifeatCLI(
         LightningModule,
         LightningDataModule,
@@ -91,8 +155,25 @@ def build_cli(args: list[str] | None = None, run: bool = True):
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def user_error(exc: BaseException):
+    """The :class:`~multifeat.errors.MultifeatError` behind ``exc`` (itself, or one in its
+    ``__cause__``/``__context__`` chain, e.g. raised inside jsonargparse or ``trainer.fit``), or None."""
     from multifeat.errors import MultifeatError
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, MultifeatError):
+            return e
+        todo += [e.__cause__, e.__context__]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
 
     explicit = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -108,19 +189,32 @@ def main(argv: list[str] | None = None) -> int:
             raise
         try:
             return int(module.main(argv[1:]) or 0)
-        except MultifeatError as e:
-            print(f"{prog} {argv[0]}: error: {e}", file=sys.stderr)
-            return 2
         except KeyboardInterrupt:
             print(f"{prog} {argv[0]}: interrupted", file=sys.stderr)
             return 130
+        except Exception as e:
+            found = user_error(e)
+            if found is None:
+                raise
+            print(f"{prog} {argv[0]}: error: {found}", file=sys.stderr)
+            return 2
     try:
         build_cli(argv if explicit else None)
-    except MultifeatError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
     except SystemExit as e:  # jsonargparse exits on --help and on bad arguments
+        found = user_error(e)
+        if found is not None:
+            print(f"{prog}: error: {found}", file=sys.stderr)
+            return 2
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        found = user_error(e)
+        if found is None:
+            raise
+        print(f"{prog}: error: {found}", file=sys.stderr)
+        return 2
     return 0
 
 

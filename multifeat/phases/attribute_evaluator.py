@@ -172,6 +172,7 @@ class AttributeEvaluator(PhaseModule):
         return meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         meta = checkpoint.get("multifeat") or {}
         self.val_accuracy = {str(k): float(v) for k, v in (meta.get("val_accuracy") or {}).items()}
 

@@ -39,11 +39,29 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as e:
+        raise OutputDirError(f"cannot write '{p}': its folder '{p.parent}' cannot be created or written to "
+                             f"({e.strerror or e}); choose another output folder") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -51,6 +69,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, p)
+        _fsync_dir(p.parent)
     except BaseException as e:
         try:
             os.unlink(tmp)

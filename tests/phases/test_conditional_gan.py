@@ -209,7 +209,7 @@ def test_experiment_config_builds_and_runs(tmp_path):
     assert isinstance(cli.model, ConditionalGAN) and isinstance(cli.datamodule, AttributeDataModule)
     assert cli.model.hparams.attributes == ["bald", "beard"]
     assert cli.model.hparams.sample_labels == {"bald": True, "beard": True}
-    assert cli.datamodule.synthetic == {"joint_fraction": 0.0} and cli.datamodule.image_size == 32
+    assert cli.datamodule.synthetic["joint_fraction"] == 0.0 and cli.datamodule.image_size == 32
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 2
     assert (tmp_path / "samples" / "latest.png").is_file()  # the config's SampleGrid calls sample()

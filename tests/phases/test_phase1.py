@@ -284,3 +284,20 @@ def test_cli_with_the_default_wandb_offline_logger(tmp_path, monkeypatch):
     assert len(read_bank("runs/phase1/negatives")) == 6
     assert Path("runs/phase1/checkpoints/last.ckpt").is_file()
     assert Path("runs/phase1/samples/latest.png").is_file()
+
+
+def test_data_of_another_image_size_is_refused_before_training():
+    import lightning as L
+
+    from multifeat.data import AttributeDataModule
+    from multifeat.errors import ConfigError
+    from multifeat.phases import Phase1GAN
+
+    model = Phase1GAN(image_size=16, z_dim=8, g_width=4, d_width=4, max_width=16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dm = AttributeDataModule(image_size=32, num_samples=16, batch_size=8, val_fraction=0.0)
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    with pytest.raises(ConfigError, match="serves 32x32 images but Phase1GAN is configured for 16x16"):
+        trainer.fit(model, dm)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
