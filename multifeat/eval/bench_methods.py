@@ -1,0 +1,542 @@
+"""The methods of the MultiFeat-Synth benchmark: how each one is trained and sampled.
+
+Every method gets training data without a single jointly-featured image (checked by
+:func:`multifeat.eval.bench_data.assert_no_joint` before training), except ``g``, the reference
+that is trained on joint images on purpose. Feature 1 is ``features[0]`` (bald), feature 2
+``features[1]`` (beard).
+
+=====  ====================  ==========================================================================
+key    id                    what is trained
+=====  ====================  ==========================================================================
+a      a-beard-gan           Phase1GAN on every feature-2 image (``require {beard: true, bald: false}``)
+b      b-method-a-no-d2      Method A, Phase 3 with α3 = β2 = 0 (no D2 term), AdaIN off
+c      c-method-a            Method A, AdaIN off (the paper's losses α = 1, 1, 0.1; β = 2, 30)
+d      d-method-a-adain      Method A with the AdaIN addition after the snapshot
+e      e-method-b            StyleGAN2-ADA on all joint-free faces + guided style mixing of bald and
+                             beard styles, guided by two D2-style feature classifiers trained here
+f      f-cgan                ConditionalGAN on all joint-free faces, sampled at labels (bald, beard)
+g      g-joint-gan           Phase1GAN on joint images: the only method that sees them (a quality reference)
+=====  ====================  ==========================================================================
+
+``b``, ``c`` and ``d`` share Phase 1 (G1 + the negative bank) and Phase 2 (D2) of a seed: they are
+trained once into ``<work>/method_a`` and reused. Each ``train_*`` function returns a
+:class:`Trained`: a ``sample(k, seed) -> [k, 3, S, S]`` function (or ready images for Method B),
+the training seconds and the guard's counts of every training set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from multifeat.errors import ConfigError
+from multifeat.eval.bench_data import JointFreeDataModule, assert_no_joint
+from multifeat.utils.files import atomic_write_text, ensure_writable_dir
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One benchmarked method: its key letter, id (file names), table name and what it is."""
+
+    key: str
+    id: str
+    name: str
+    description: str
+    sees_joint: bool = False
+    uses_method_a: bool = False
+
+
+METHODS: tuple[MethodSpec, ...] = (
+    MethodSpec("a", "a-beard-gan", "GAN on beard images",
+               "Phase1GAN (DCGAN, LSGAN) on every feature-2 image of the joint-free data: require {beard: true, bald: false}"),
+    MethodSpec("b", "b-method-a-no-d2", "Method A without D2 terms",
+               "Method A with alpha3 = beta2 = 0 (D2 plays no part in phase 3), AdaIN off", uses_method_a=True),
+    MethodSpec("c", "c-method-a", "Method A",
+               "Method A: phase 1 (bald GAN + negative bank), phase 2 (D2), phase 3 with the paper's losses, AdaIN off",
+               uses_method_a=True),
+    MethodSpec("d", "d-method-a-adain", "Method A + AdaIN",
+               "Method A with the AdaIN addition: after the snapshot H, G3's features are combined with H's by AdaIN",
+               uses_method_a=True),
+    MethodSpec("e", "e-method-b", "Method B (StyleGAN2-ADA + mixing)",
+               "StyleGAN2-ADA on all joint-free faces, then guided style mixing of bald and beard styles judged by "
+               "two D2-style feature classifiers trained in the benchmark (not the evaluator)"),
+    MethodSpec("f", "f-cgan", "Conditional GAN at (bald, beard)",
+               "ConditionalGAN (projection discriminator, multi-hot labels) on all joint-free faces, sampled at "
+               "labels bald = beard = 1, a combination it never saw"),
+    MethodSpec("g", "g-joint-gan", "GAN on joint images (reference)",
+               "Phase1GAN on bald AND bearded images: the only method that sees joint images; a reference for quality",
+               sees_joint=True),
+)
+BY_KEY = {m.key: m for m in METHODS}
+BY_ID = {m.id: m for m in METHODS}
+
+
+def resolve_methods(names: list[str] | str) -> list[MethodSpec]:
+    """Method specs from keys (``a``) or ids (``a-beard-gan``), in benchmark order; unknown -> ConfigError."""
+    if isinstance(names, str):
+        names = [n for n in names.split(",")]
+    wanted = []
+    for raw in names:
+        n = str(raw).strip()
+        if not n:
+            continue
+        spec = BY_KEY.get(n) or BY_ID.get(n)
+        if spec is None:
+            valid = ", ".join(f"{m.key} ({m.id})" for m in METHODS)
+            raise ConfigError(f"unknown method '{n}'; valid methods: {valid}")
+        wanted.append(spec)
+    if not wanted:
+        raise ConfigError("no method selected; choose from " + ", ".join(m.key for m in METHODS))
+    return [m for m in METHODS if m in wanted]
+
+
+@dataclass
+class Trained:
+    """What a method hands to the evaluation."""
+
+    sample: Callable[..., torch.Tensor] | None
+    train_seconds: float
+    training_sets: dict[str, dict[str, int]]
+    images: torch.Tensor | None = None      # Method B: the mixes, already drawn
+    shared_seconds: float = 0.0             # b-d: the shared phases 1 and 2 (also in train_seconds)
+    generate_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """Everything a method needs: the resolved config and where to write."""
+
+    config: dict[str, Any]
+    features: tuple[str, str]
+    log: Callable[[str], None] = print
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config["image_size"])
+
+    @property
+    def source(self) -> str:
+        return str(self.config["data"]["source"])
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source == "synthetic"
+
+
+# ------------------------------------------------------------------------------------ plumbing
+@contextlib.contextmanager
+def quiet():
+    """Silence Lightning's banner lines and loader warnings while the benchmark trains."""
+    names = ("lightning.pytorch", "lightning.fabric", "lightning")
+    levels = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=r".*number of training batches.*")
+            warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+            warnings.filterwarnings("ignore", message=r".*LitLogger.*")
+            warnings.filterwarnings("ignore", message=r".*fewer than batch_size.*")
+            warnings.filterwarnings("ignore", message=r".*no `validation_step`.*")
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+            warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+            yield
+    finally:
+        for n, lv in levels.items():
+            logging.getLogger(n).setLevel(lv)
+
+
+def make_trainer(ctx: Context, root: Path, **kwargs: Any):
+    """A quiet Trainer: no logger, no checkpoints of its own, no progress bar (one line per run instead)."""
+    import lightning as L
+
+    base = {"accelerator": ctx.config.get("accelerator", "auto"), "devices": 1, "logger": False,
+            "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
+            "num_sanity_val_steps": 0, "default_root_dir": str(root), "limit_val_batches": 0}
+    if ctx.config.get("precision"):
+        base["precision"] = ctx.config["precision"]
+    base.update(kwargs)
+    return L.Trainer(**base)
+
+
+def fit(ctx: Context, module, data, root: Path, seed: int, callbacks=(), **trainer_kwargs: Any) -> tuple[Any, float]:
+    """``seed_everything(seed)`` then ``Trainer.fit``; returns (trainer, seconds)."""
+    import lightning as L
+
+    L.seed_everything(int(seed), workers=True, verbose=False)
+    trainer = make_trainer(ctx, root, callbacks=list(callbacks), **trainer_kwargs)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    return trainer, time.perf_counter() - t0
+
+
+def save_checkpoint(trainer, path: Path) -> Path:
+    """Weights-only checkpoint written atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        trainer.save_checkpoint(str(tmp), weights_only=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def validation_metrics(ctx: Context, module, data, root: Path) -> dict[str, float]:
+    """One validation pass (the classifiers' accuracy, for the run record)."""
+    trainer = make_trainer(ctx, root, limit_val_batches=1.0)
+    out = trainer.validate(module, datamodule=data, verbose=False)
+    row = out[0] if out else {}
+    return {k: round(float(v), 4) for k, v in row.items() if k in ("val/acc", "val/auroc", "loss/val")}
+
+
+# ------------------------------------------------------------------------------------ data
+def attribute_data(ctx: Context, seed: int, require: dict[str, bool] | None, *, joint_free: bool = True,
+                   num_samples: int | None = None, batch_size: int | None = None):
+    """An AttributeDataModule of the protocol's source. Synthetic: ``joint_fraction`` of the protocol
+    (0.0) unless ``joint_free=False``; CelebA: joint images removed by :class:`JointFreeDataModule`
+    unless the filter already excludes them or ``joint_free=False``."""
+    from multifeat.data import AttributeDataModule
+
+    d = ctx.config["data"]
+    kw: dict[str, Any] = {"image_size": ctx.image_size, "require": require, "batch_size": int(batch_size or d["batch_size"]),
+                          "val_fraction": 0.0, "seed": int(seed), "num_workers": int(d.get("num_workers", 0))}
+    if ctx.synthetic:
+        jf = d["joint_fraction"] if joint_free else None
+        return AttributeDataModule(source="synthetic", num_samples=int(num_samples or d["num_samples"]),
+                                   synthetic={"joint_fraction": jf, "cache": bool(d["cache"])}, **kw)
+    f1, f2 = ctx.features
+    excludes = bool(require) and (require.get(f1) is False or require.get(f2) is False)
+    if joint_free and not excludes:
+        return JointFreeDataModule(exclude_joint=ctx.features, source=ctx.source, root=d["root"], derived=d.get("derived"), **kw)
+    return AttributeDataModule(source=ctx.source, root=d["root"], derived=d.get("derived"), **kw)
+
+
+def switching_data(ctx: Context, seed: int):
+    """Phase 3's data: feature-2 images (without feature 1) until the switch, then feature-1 images."""
+    from multifeat.data.switching import SwitchingDataModule
+
+    f1, f2 = ctx.features
+    d, p3 = ctx.config["data"], ctx.config["method_a"]["phase3"]
+    kw: dict[str, Any] = {"image_size": ctx.image_size, "batch_size": int(d["batch_size"]), "val_fraction": 0.0,
+                          "seed": int(seed), "num_workers": int(d.get("num_workers", 0))}
+    if ctx.synthetic:
+        kw.update(source="synthetic", num_samples=int(p3["num_samples"]),
+                  synthetic={"joint_fraction": d["joint_fraction"], "cache": bool(d["cache"])})
+    else:
+        kw.update(source=ctx.source, root=d["root"], derived=d.get("derived"))
+    return SwitchingDataModule(before={f2: True, f1: False}, after={f1: True, f2: False}, **kw)
+
+
+def classifier_data(ctx: Context, seed: int, feature: str, section: dict[str, Any], bank_dir: str | None):
+    """D2-style data for ``feature``: positives against real negatives, degraded copies (and the bank)."""
+    from multifeat.data import FeatureClassifierDataModule
+
+    d = ctx.config["data"]
+    other = [f for f in ctx.features if f != feature][0]
+    kw: dict[str, Any] = {"feature": feature, "image_size": ctx.image_size, "bank_dir": bank_dir, "degraded": True,
+                          "batch_size": int(d["batch_size"]), "val_fraction": float(section.get("val_fraction", 0.1)),
+                          "seed": int(seed), "epoch_size": int(section["epoch_size"]), "num_workers": int(d.get("num_workers", 0))}
+    if ctx.synthetic:
+        kw.update(source="synthetic", num_samples=int(section["num_samples"]),
+                  synthetic={"joint_fraction": d["joint_fraction"], "cache": bool(d["cache"])})
+    else:  # CelebA has no joint_fraction: positives and real negatives both lack the other feature
+        kw.update(source=ctx.source, root=d["root"], require={other: False})
+    return FeatureClassifierDataModule(**kw)
+
+
+def guard(ctx: Context, data, what: str) -> dict[str, int]:
+    counts = assert_no_joint(data, ctx.features, what)
+    return counts
+
+
+# ------------------------------------------------------------------------------------ DCGANs
+def _dcgan(ctx: Context):
+    from multifeat.phases.phase1 import Phase1GAN
+
+    g = ctx.config["gan"]
+    return Phase1GAN(image_size=ctx.image_size, z_dim=int(g["z_dim"]), g_width=int(g["g_width"]), d_width=int(g["d_width"]),
+                     max_width=int(g["max_width"]), norm_d=str(g["norm_d"]), lr_g=float(g["lr"]), lr_d=float(g["lr"]),
+                     num_fixed=16,
+                     ema_decay=None if g.get("ema_decay") is None else float(g["ema_decay"]))
+
+
+def _sampler(module, **kwargs):
+    module.eval()
+
+    def sample(k: int, seed: int) -> torch.Tensor:
+        return module.sample(k, seed=seed, **kwargs)
+
+    return sample
+
+
+def train_beard_gan(ctx: Context, seed: int, work: Path) -> Trained:
+    """(a) Phase1GAN on feature-2 images only."""
+    f1, f2 = ctx.features
+    data = attribute_data(ctx, seed, {f2: True, f1: False})
+    counts = guard(ctx, data, f"method a (GAN on {f2} images), seed {seed}")
+    module = _dcgan(ctx)
+    trainer, secs = fit(ctx, module, data, work, seed, max_steps=int(ctx.config["gan"]["steps"]))
+    save_checkpoint(trainer, work / "generator.ckpt")
+    return Trained(_sampler(module), secs, {"train": counts})
+
+
+def train_joint_gan(ctx: Context, seed: int, work: Path) -> Trained:
+    """(g) Phase1GAN on joint images: deliberately NOT joint-free (a quality reference)."""
+    f1, f2 = ctx.features
+    n = ctx.config["joint_gan"].get("num_samples")
+    data = attribute_data(ctx, seed, {f1: True, f2: True}, joint_free=False, num_samples=n)
+    from multifeat.eval.bench_data import count_joint
+
+    c = count_joint(data, ctx.features)
+    counts = {"images": c["images"], "labelled": c["labelled"], "joint": c["joint"], "generated": c["generated"]}
+    module = _dcgan(ctx)
+    trainer, secs = fit(ctx, module, data, work, seed, max_steps=int(ctx.config["gan"]["steps"]))
+    save_checkpoint(trainer, work / "generator.ckpt")
+    return Trained(_sampler(module), secs, {"train": counts})
+
+
+def train_cgan(ctx: Context, seed: int, work: Path) -> Trained:
+    """(f) ConditionalGAN on all joint-free faces, sampled at (feature 1, feature 2) = (1, 1)."""
+    from multifeat.phases.conditional_gan import ConditionalGAN
+
+    f1, f2 = ctx.features
+    g, c = ctx.config["gan"], ctx.config["cgan"]
+    data = attribute_data(ctx, seed, None)
+    counts = guard(ctx, data, f"method f (conditional GAN), seed {seed}")
+    module = ConditionalGAN(attributes=[f1, f2], sample_labels={f1: True, f2: True}, image_size=ctx.image_size,
+                            z_dim=int(g["z_dim"]), g_width=int(g["g_width"]), d_width=int(g["d_width"]),
+                            max_width=int(g["max_width"]), norm_d=str(c["norm_d"]), embed_dim=int(c["embed_dim"]),
+                            lr_g=float(g["lr"]), lr_d=float(g["lr"]))
+    trainer, secs = fit(ctx, module, data, work, seed, max_steps=int(c.get("steps") or g["steps"]))
+    save_checkpoint(trainer, work / "generator.ckpt")
+    return Trained(_sampler(module, labels={f1: True, f2: True}), secs, {"train": counts})
+
+
+# ------------------------------------------------------------------------------------ Method A
+def _shared_hash(ctx: Context) -> str:
+    import hashlib
+
+    keys = {k: ctx.config[k] for k in ("image_size", "features", "data", "gan")}
+    keys["phases"] = {k: v for k, v in ctx.config["method_a"].items() if k != "phase3"}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def method_a_shared(ctx: Context, seed: int, root: Path) -> dict[str, Any]:
+    """Phase 1 (G1 + negative bank) and Phase 2 (D2) of a seed, trained once and reused by b, c and d.
+
+    Files: ``root/phase1/final.ckpt``, ``root/phase1/negatives/``, ``root/phase2/final.ckpt``,
+    ``root/shared.json`` (written last: its presence with the same settings means "done").
+    """
+    from multifeat.callbacks.negative_bank import NegativeBank
+    from multifeat.phases.feature_classifier import FeatureClassifier
+
+    marker = root / "shared.json"
+    h = _shared_hash(ctx)
+    if marker.is_file():
+        done = json.loads(marker.read_text())
+        if done.get("config_hash") == h and (root / "phase1" / "final.ckpt").is_file() and (root / "phase2" / "final.ckpt").is_file():
+            done["reused"] = True
+            return done
+    f1, f2 = ctx.features
+    cfg = ctx.config["method_a"]
+    ensure_writable_dir(root / "phase1")
+    ensure_writable_dir(root / "phase2")
+
+    # phase 1: G1 on feature-1 images without feature 2, the bank of its early samples
+    data1 = attribute_data(ctx, seed, {f1: True, f2: False})
+    c1 = guard(ctx, data1, f"method A phase 1 ({f1} GAN), seed {seed}")
+    g1 = _dcgan(ctx)
+    bank_dir = root / "phase1" / "negatives"
+    nb = cfg["negative_bank"]
+    bank = NegativeBank(bank_dir=str(bank_dir), first_steps=int(nb["first_steps"]), every_n_steps=int(nb["every_n_steps"]),
+                        per_save=int(nb["per_save"]), max_images=int(nb["max_images"]), seed=int(seed), overwrite=True)
+    tr1, s1 = fit(ctx, g1, data1, root / "phase1", seed, callbacks=[bank], max_steps=int(ctx.config["gan"]["steps"]))
+    save_checkpoint(tr1, root / "phase1" / "final.ckpt")
+
+    # phase 2: D2 for feature 1 (positives vs real negatives, the bank, degraded copies)
+    p2 = cfg["phase2"]
+    data2 = classifier_data(ctx, seed, f1, p2, str(bank_dir))
+    c2 = guard(ctx, data2, f"method A phase 2 (D2 for {f1}), seed {seed}")
+    d2 = FeatureClassifier(image_size=ctx.image_size, feature=f1, width=int(p2["width"]), max_width=int(p2["max_width"]),
+                           lr=float(p2["lr"]))
+    tr2, s2 = fit(ctx, d2, data2, root / "phase2", seed, max_epochs=int(p2["epochs"]))
+    save_checkpoint(tr2, root / "phase2" / "final.ckpt")
+    d2_val = validation_metrics(ctx, d2, data2, root / "phase2")
+    done = {"seed": int(seed), "config_hash": h, "phase1_seconds": round(s1, 2), "phase2_seconds": round(s2, 2),
+            "training_sets": {"phase1": c1, "phase2": c2}, "d2_val": d2_val, "bank_images": len(bank.writer or [])
+            if bank.writer is not None else None, "reused": False}
+    atomic_write_text(marker, json.dumps(done, indent=2) + "\n")
+    return done
+
+
+PHASE3_VARIANTS = {
+    "b": {"no_d2": True, "adain": False},
+    "c": {"no_d2": False, "adain": False},
+    "d": {"no_d2": False, "adain": True},
+}
+
+
+def train_method_a(ctx: Context, seed: int, work: Path, shared_root: Path, key: str) -> Trained:
+    """(b), (c), (d): Phase 3 on the shared phases 1 and 2 of this seed."""
+    from multifeat.phases.phase3 import Phase3GAN
+
+    shared = method_a_shared(ctx, seed, shared_root)
+    variant = PHASE3_VARIANTS[key]
+    p3 = ctx.config["method_a"]["phase3"]
+    alpha = [float(a) for a in p3["alpha"]]
+    beta = [float(b) for b in p3["beta"]]
+    if variant["no_d2"]:
+        alpha[2], beta[1] = 0.0, 0.0
+    data = switching_data(ctx, seed)
+    counts = guard(ctx, data, f"method {key} (Method A phase 3), seed {seed}")
+    module = Phase3GAN(g1_ckpt=str(shared_root / "phase1" / "final.ckpt"), d2_ckpt=str(shared_root / "phase2" / "final.ckpt"),
+                       add_blocks={int(k): int(v) for k, v in dict(p3["add_blocks"]).items()}, alpha=alpha, beta=beta,
+                       f=str(p3["f"]), f_tau=float(p3["f_tau"]), lr_g=float(ctx.config["gan"]["lr"]), lr_d=float(ctx.config["gan"]["lr"]),
+                       snapshot_epoch=int(p3["snapshot_epoch"]), adain_enabled=bool(variant["adain"]),
+                       adain_at=str(p3["adain_at"]), adain_content=str(p3["adain_content"]), num_fixed=16)
+    trainer, secs = fit(ctx, module, data, work, seed, max_epochs=int(p3["epochs"]), reload_dataloaders_every_n_epochs=1)
+    save_checkpoint(trainer, work / "generator.ckpt")
+    shared_secs = float(shared["phase1_seconds"]) + float(shared["phase2_seconds"])
+    sets = {**shared["training_sets"], "phase3": counts}
+    extra = {"alpha": alpha, "beta": beta, "adain_enabled": bool(variant["adain"]), "snapshot_taken": bool(module.snapshot_taken),
+             "adain_active": bool(module.adain_active), "d2_val": shared.get("d2_val"), "phase3_seconds": round(secs, 2),
+             "shared_reused": bool(shared.get("reused")),
+             "d2_fake_mean": _metric(trainer, "d2/fake_mean")}
+    return Trained(_sampler(module), secs + shared_secs, sets, shared_seconds=shared_secs, extra=extra)
+
+
+def _metric(trainer, key: str) -> float | None:
+    v = trainer.callback_metrics.get(key)
+    return None if v is None else round(float(v), 4)
+
+
+# ------------------------------------------------------------------------------------ Method B
+def train_method_b(ctx: Context, seed: int, work: Path, n: int, sample_seed: int) -> Trained:
+    """(e) StyleGAN2-ADA on all joint-free faces, two D2-style classifiers, guided style mixing.
+
+    The mixes are drawn here (``n`` of them, from styles of seed ``sample_seed``), so the returned
+    :class:`Trained` carries ``images`` and no sampler.
+    """
+    from multifeat.phases.feature_classifier import FeatureClassifier
+    from multifeat.phases.stylegan2ada import StyleGAN2ADA
+
+    f1, f2 = ctx.features
+    cfg = ctx.config["method_b"]
+    sg = cfg["stylegan"]
+    data = attribute_data(ctx, seed, None, batch_size=int(sg["batch_size"]))
+    counts = {"stylegan": guard(ctx, data, f"method e (StyleGAN2-ADA), seed {seed}")}
+    module = StyleGAN2ADA(image_size=ctx.image_size, z_dim=int(sg["z_dim"]), w_dim=int(sg["w_dim"]),
+                          mapping_layers=int(sg["mapping_layers"]), channel_base=int(sg["channel_base"]),
+                          channel_max=int(sg["channel_max"]), lr=float(sg["lr"]), augment=sg["augment"], num_fixed=16)
+    trainer, secs = fit(ctx, module, data, work / "stylegan", seed, max_steps=int(sg["steps"]))
+    save_checkpoint(trainer, work / "stylegan" / "generator.ckpt")
+
+    cl = cfg["classifier"]
+    classifiers, val = {}, {}
+    for feat in (f1, f2):
+        cdata = classifier_data(ctx, seed, feat, cl, None)
+        counts[f"classifier_{feat}"] = guard(ctx, cdata, f"method e ({feat} classifier), seed {seed}")
+        clf = FeatureClassifier(image_size=ctx.image_size, feature=feat, width=int(cl["width"]), max_width=int(cl["max_width"]),
+                                lr=float(cl["lr"]))
+        tr, s = fit(ctx, clf, cdata, work / f"classifier_{feat}", seed, max_epochs=int(cl["epochs"]))
+        save_checkpoint(tr, work / f"classifier_{feat}" / "final.ckpt")
+        val[feat] = validation_metrics(ctx, clf, cdata, work / f"classifier_{feat}")
+        clf.eval()
+        classifiers[feat] = clf
+        secs += s
+
+    t0 = time.perf_counter()
+    images, info = guided_mixes(ctx, module, classifiers[f1], classifiers[f2], n, sample_seed, seed)
+    gen = time.perf_counter() - t0
+    extra = {"classifier_val": val, "ada_p": _ada_p(module), **info}
+    return Trained(None, secs, counts, images=images, generate_seconds=gen, extra=extra)
+
+
+def _ada_p(module) -> float | None:
+    pipe = getattr(module, "augment_pipe", None)
+    p = getattr(pipe, "p", None)
+    return None if p is None else round(float(p), 4)
+
+
+def _targets(ctx: Context, seed: int, require: dict[str, bool], n: int) -> torch.Tensor:
+    """``n`` real training images matching ``require`` (cycled when there are fewer)."""
+    data = attribute_data(ctx, seed, require)
+    guard(ctx, data, f"method e projection targets {require}, seed {seed}")
+    data.setup("fit")
+    ds = data.train_set
+    idx = [i % len(ds) for i in range(n)]
+    items = ds.__getitems__(idx) if hasattr(ds, "__getitems__") else [ds[i] for i in idx]
+    return torch.stack([it["image"] for it in items])
+
+
+@torch.no_grad()
+def _probs(clf, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    return torch.cat([clf(x.to(clf.device)).float().cpu() for x in images.split(batch_size)])
+
+
+def guided_mixes(ctx: Context, sg_module, clf1, clf2, n: int, sample_seed: int, seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Method B's images: ``n`` guided mixes of feature-1 styles (``a``) with feature-2 styles (``b``).
+
+    ``styles: sampled``: map ``pool_factor * n`` random ``z`` (seed ``sample_seed``), draw them, and take
+    the ``n`` most clearly feature-1-only styles as ``a`` (score ``p1 (1 - p2)`` of the benchmark's
+    classifiers) and the ``n`` most clearly feature-2-only styles as ``b`` (``p2 (1 - p1)``), each kept in
+    pool order. ``styles: projected``: project ``n`` real training images of each kind into W+.
+    Then :meth:`StyleMixer.guided_mix` picks each pair's layer split (``search``, ``combine``,
+    ``penalty_weight`` of the config).
+    """
+    from multifeat.mixing import StyleMixer
+
+    cfg = ctx.config["method_b"]
+    f1, f2 = ctx.features
+    mixer = StyleMixer(sg_module.G_ema, distance=str(cfg["distance"]), batch_size=int(cfg.get("batch_size", 64)))
+    info: dict[str, Any] = {"styles": cfg["styles"], "distance": getattr(mixer.distance, "name", str(cfg["distance"]))}
+    if cfg["styles"] == "sampled":
+        pool = int(cfg["pool_factor"]) * n
+        ws = mixer.sample_ws(pool, seed=int(sample_seed), truncation_psi=float(cfg["truncation_psi"]))
+        imgs = mixer.synthesize(ws)
+        p1, p2 = _probs(clf1, imgs), _probs(clf2, imgs)
+        ia = torch.topk(p1 * (1 - p2), n).indices.sort().values
+        ib = torch.topk(p2 * (1 - p1), n).indices.sort().values
+        a, b = ws[ia.to(ws.device)], ws[ib.to(ws.device)]
+        info.update(pool=pool, pool_p1_mean=round(float(p1.mean()), 4), pool_p2_mean=round(float(p2.mean()), 4),
+                    a_p1_mean=round(float(p1[ia].mean()), 4), b_p2_mean=round(float(p2[ib].mean()), 4))
+    elif cfg["styles"] == "projected":
+        steps = int(cfg["project_steps"])
+        ta = _targets(ctx, seed, {f1: True, f2: False}, n)
+        tb = _targets(ctx, seed, {f2: True, f1: False}, n)
+        a = mixer.project(ta, space="w+", num_steps=steps, seed=int(sample_seed), progress=False,
+                          w_avg_samples=int(cfg["w_avg_samples"]))
+        b = mixer.project(tb, space="w+", num_steps=steps, seed=int(sample_seed) + 1, progress=False,
+                          w_avg_samples=int(cfg["w_avg_samples"]))
+        info.update(project_steps=steps, projection_mse_a=round(float(sum(e["mse"] for e in a.errors) / len(a.errors)), 5),
+                    projection_mse_b=round(float(sum(e["mse"] for e in b.errors) / len(b.errors)), 5))
+    else:
+        raise ConfigError(f"method_b.styles must be 'sampled' or 'projected', got {cfg['styles']!r}")
+    res = mixer.guided_mix(a, b, clf1, clf2, pairing="zip", search=str(cfg["search"]), combine=str(cfg["combine"]),
+                           penalty_weight=float(cfg["penalty_weight"]))
+    info.update(search=str(cfg["search"]), combine=str(cfg["combine"]), best_shared_layers=res.best_shared["layers_from_a"],
+                mix_p1_mean=round(sum(p["p1"] for p in res.pairs) / len(res.pairs), 4),
+                mix_p2_mean=round(sum(p["p2"] for p in res.pairs) / len(res.pairs), 4))
+    return res.images.detach().float().cpu(), info
+
+
+__all__ = ["BY_ID", "BY_KEY", "METHODS", "Context", "MethodSpec", "Trained", "attribute_data", "classifier_data",
+           "fit", "guided_mixes", "method_a_shared", "resolve_methods", "switching_data", "train_beard_gan", "train_cgan",
+           "train_joint_gan", "train_method_a", "train_method_b"]
