@@ -64,6 +64,9 @@ class WandbLogger(_LightningWandbLogger):
         **kwargs: Any,
     ) -> None:
         mode = wandb_mode(offline)
+        # W&B's service process resolves relative paths against the folder it was started in,
+        # which need not be the current one (a notebook or a program that changed directory)
+        save_dir = str(Path(save_dir).expanduser().resolve())
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("settings", None)
         if kwargs["settings"] is None:

@@ -31,3 +31,17 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"reference fixtures not found at {FIXTURES} (expected ../shared/fixtures beside the repo)")
     return FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb_run_leaks_between_tests(monkeypatch):
+    """Lightning's WandbLogger reuses a W&B run left open in the process, and a process that used
+    W&B points its children at its service: close any open run and drop that pointer around each
+    test so every test's run files land where that test asks."""
+    import sys
+
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()

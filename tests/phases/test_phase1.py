@@ -276,6 +276,9 @@ def test_cli_with_the_default_wandb_offline_logger(tmp_path, monkeypatch):
             cb["init_args"].update(every_n_steps=2)
     (tmp_path / "p1.yaml").write_text(yaml.safe_dump(cfg))
     assert cli_main(["fit", "--config", "p1.yaml"]) == 0
+    import wandb
+
+    wandb.finish()  # in-process the run stays open after fit (a CLI process closes it at exit)
     runs = list(Path("runs/phase1/wandb").glob("offline-run-*"))
     assert len(runs) == 1, list(Path("runs/phase1").rglob("*"))
     assert list(runs[0].glob("run-*.wandb")), list(runs[0].iterdir())
