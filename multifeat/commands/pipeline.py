@@ -244,6 +244,18 @@ class PhaseResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# ----------------------------------------------------------------------------------------- distributed runs
+def is_rank_zero() -> bool:
+    """Whether this process writes the run folder: global rank 0, or the only process.
+
+    Under DDP (``trainer.devices > 1`` or ``num_nodes > 1``) Lightning starts the other ranks by
+    running the same command again; they run every phase's ``fit`` with rank 0 and write nothing.
+    """
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 # ----------------------------------------------------------------------------------------- building a phase
 def build_logger(cfg: dict[str, Any], layout: RunLayout, phase: str):
     from multifeat.loggers import build_logger as _build
@@ -257,11 +269,19 @@ def build_logger(cfg: dict[str, Any], layout: RunLayout, phase: str):
             run_id = id_file.read_text().strip()
         else:
             run_id = f"{name}-{phase}-{uuid.uuid4().hex[:8]}"
-            from multifeat.utils.files import atomic_write_text
+            if is_rank_zero():  # other ranks log nothing: only rank 0's logger opens the run
+                from multifeat.utils.files import atomic_write_text
 
-            atomic_write_text(id_file, run_id + "\n")
+                atomic_write_text(id_file, run_id + "\n")
         wb.setdefault("project", "multifeat")
-        return _build("wandb", save_dir=str(layout.root), name=f"{name}/{phase}", group=name, job_type=phase,
+        reserved = sorted(set(wb) & {"name", "job_type", "id", "resume", "save_dir"})
+        if reserved:
+            raise ConfigError(
+                f"wandb.{reserved[0]} is set by the pipeline (run name '<name>/<phase>', one run per phase, "
+                f"files in the run folder); remove it from the 'wandb' section"
+            )
+        group = wb.pop("group", name)  # several pipelines may share one group
+        return _build("wandb", save_dir=str(layout.root), name=f"{name}/{phase}", group=group, job_type=phase,
                       id=run_id, resume="allow", **wb)
     return _build(kind, save_dir=str(layout.phase(phase)), name="logs")
 
@@ -362,8 +382,12 @@ def run_phase(cfg: dict[str, Any], layout: RunLayout, phase: str, log: Callable[
     model, data, trainer_kw, callbacks = build_phase(cfg, layout, phase)
     last = layout.last(phase)
     resume = last if last.is_file() else None
-    atomic_write_text(layout.phase(phase) / "config.json", json.dumps(cfg.get(phase) or {}, indent=2, default=str) + "\n")
+    if is_rank_zero():
+        atomic_write_text(layout.phase(phase) / "config.json", json.dumps(cfg.get(phase) or {}, indent=2, default=str) + "\n")
     logger = build_logger(cfg, layout, phase)
+    from multifeat.io.atomic_checkpoint_io import AtomicCheckpointIO
+
+    trainer_kw.setdefault("plugins", [AtomicCheckpointIO()])
     trainer = Trainer(default_root_dir=str(layout.phase(phase)), logger=logger, callbacks=callbacks, **trainer_kw)
     log(f"{phase}: {'resuming from ' + str(resume) if resume else 'starting'} -> {layout.phase(phase)} ({PRODUCES[phase]})")
     t0 = time.time()
@@ -375,10 +399,14 @@ def run_phase(cfg: dict[str, Any], layout: RunLayout, phase: str, log: Callable[
         raise KeyboardInterrupt
     seconds = time.time() - t0
 
-    # final checkpoint (atomic), then the marker
+    # final checkpoint (atomic), then the marker. Every rank calls save_checkpoint (a collective
+    # call under DDP); only rank 0 writes, renames and writes the marker, and the others wait for it.
     final = layout.final(phase)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     trainer.save_checkpoint(str(tmp))
+    if not trainer.is_global_zero:
+        trainer.strategy.barrier("multifeat-pipeline-phase-done")
+        return PhaseResult(phase, "resumed" if resume else "ran", seconds, str(final))
     os.replace(tmp, final)
     metrics = _scalar_metrics(trainer)
     extra: dict[str, Any] = {}
@@ -401,6 +429,7 @@ def run_phase(cfg: dict[str, Any], layout: RunLayout, phase: str, log: Callable[
         "config_hash": config_hash(cfg.get(phase) or {}),
     }
     atomic_write_text(layout.done(phase), json.dumps(done, indent=2) + "\n")
+    trainer.strategy.barrier("multifeat-pipeline-phase-done")
     log(f"{phase}: finished in {seconds:.1f} s -> {final}")
     return PhaseResult(phase, "resumed" if resume else "ran", seconds, str(final), done["samples"], metrics, extra)
 
@@ -640,11 +669,17 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_phase(cfg, layout, phase, log))
         if args.stop_after == phase:
             break
-    else:
-        if args.stop_after in (None, "eval"):
-            r = run_eval(cfg, layout, log)
-            if r is not None:
-                results.append(r)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        # the evaluation and the summary run in rank 0 alone, outside the training's process group
+        dist.destroy_process_group()
+    if not is_rank_zero():
+        return 0
+    if args.stop_after in (None, "eval"):
+        r = run_eval(cfg, layout, log)
+        if r is not None:
+            results.append(r)
     total = time.time() - t0
     md, js = write_summary(cfg, layout, results, total)
 

@@ -174,8 +174,6 @@ PIPELINE = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="multifeat pipeline renames the final checkpoint and writes config.json, "
-                   "done.json and the evaluation on every rank: rank 1 fails at the rename")
 def test_pipeline_under_ddp_only_rank_zero_writes(tmp_path):
     from multifeat.io.bank import read_bank
 
