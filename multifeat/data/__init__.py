@@ -6,6 +6,7 @@ from multifeat.data.common import ATTRIBUTES, SOURCE_NAMES, DataWarning
 from multifeat.data.datamodule import AttributeDataModule
 from multifeat.data.degrade import DEGRADE_KINDS, degrade
 from multifeat.data.folder import ImageFolderDataset
+from multifeat.data.switching import SwitchingDataModule
 from multifeat.data.synthetic import SyntheticFaces
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "ImageFolderDataset",
     "AttributeDataModule",
     "FeatureClassifierDataModule",
+    "SwitchingDataModule",
     "DEGRADE_KINDS",
     "degrade",
 ]

@@ -133,7 +133,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
                    "val_fraction": 0.1},
         "phase3": {"num_samples": 1024, "epochs": 15, "snapshot_epoch": 9, "add_blocks": {16: 1},
                    "alpha": [1.0, 1.0, 0.1], "beta": [2.0, 30.0], "f": "identity", "f_tau": 0.9, "adain_at": "feat16",
-                   "adain_content": "g3"},
+                   "adain_content": "h"},
     },
     "method_b": {
         "stylegan": {"z_dim": 64, "w_dim": 64, "mapping_layers": 2, "channel_base": 512, "channel_max": 64,

@@ -12,7 +12,7 @@ from multifeat.data import AttributeDataModule, FeatureClassifierDataModule
 from multifeat.data.switching import SwitchingDataModule
 from multifeat.errors import CheckpointError, ConfigError
 from multifeat.losses import phase3_g_loss
-from multifeat.nets.adain import channel_stats
+from multifeat.nets.adain import adain, channel_stats
 from multifeat.phases.feature_classifier import FeatureClassifier
 from multifeat.phases.phase1 import Phase1GAN
 from multifeat.phases.phase3 import Phase3GAN
@@ -225,9 +225,9 @@ def test_resume_after_snapshot_restores_h_without_the_input_files(ckpts, tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------- AdaIN
-@pytest.mark.parametrize("point", ["feat8", "feat16", "image"])
-def test_adain_combination(ckpts, point):
-    m = _model(ckpts, adain_at=point).eval()
+@pytest.mark.parametrize("point, content", [("feat8", "h"), ("feat16", "h"), ("feat16", "g3"), ("image", "h"), ("image", "g3")])
+def test_adain_combination(ckpts, point, content):
+    m = _model(ckpts, adain_at=point, adain_content=content).eval()
     z = torch.randn(4, 8)
     with torch.no_grad():
         g3_alone = m.generator(z)
@@ -239,7 +239,13 @@ def test_adain_combination(ckpts, point):
         combined, g3_only = m(z), m.generator(z)
     assert not torch.allclose(combined, g3_only, atol=1e-3)
     assert combined.abs().max() <= 1.0
-    if point != "image":
+    if point == "image":
+        with torch.no_grad():
+            g_map, h_map = m.generator.pre_tanh(z), m.h.pre_tanh(z)
+            c, s = (h_map, g_map) if content == "h" else (g_map, h_map)
+            expected = torch.tanh(adain(c, s))
+        torch.testing.assert_close(combined, expected)
+    else:
         res = int(point[4:])
         captured = {}
 
@@ -250,12 +256,22 @@ def test_adain_combination(ckpts, point):
 
         with torch.no_grad():
             h_feat = m.h.features(z, res)
+            g_feat = m.generator.features(z, res)
             m(z, hook=grab)
-        mean_c, std_c = channel_stats(captured["h"])
-        mean_h, std_h = channel_stats(h_feat)
-        torch.testing.assert_close(mean_c, mean_h, atol=1e-5, rtol=0)
-        # σ includes sqrt(eps) ≈ 3e-3: near-constant channels differ by up to that much
-        torch.testing.assert_close(std_c, std_h, atol=3.2e-3, rtol=1e-3)
+        c, s = (h_feat, g_feat) if content == "h" else (g_feat, h_feat)
+        # the combined map: the style's per-channel statistics, the content's layout
+        mean_out, _ = channel_stats(captured["h"])
+        mean_s, _ = channel_stats(s)
+        torch.testing.assert_close(mean_out, mean_s, atol=1e-5, rtol=0)
+        # with eps: var(out) = (var(s) + eps) · var(c) / (var(c) + eps)
+        var = lambda t: t.var(dim=(2, 3), unbiased=False)  # noqa: E731
+        expected = (var(s) + 1e-5) * var(c) / (var(c) + 1e-5)
+        torch.testing.assert_close(var(captured["h"]), expected, atol=1e-5, rtol=1e-3)
+        normalised = (c - c.mean(dim=(2, 3), keepdim=True)) / c.std(dim=(2, 3), unbiased=False, keepdim=True).clamp_min(0.05)
+        out = captured["h"]
+        out_n = (out - out.mean(dim=(2, 3), keepdim=True)) / out.std(dim=(2, 3), unbiased=False, keepdim=True).clamp_min(0.05)
+        strong = c.std(dim=(2, 3), unbiased=False, keepdim=True) > 0.05  # channels with a layout to compare
+        assert torch.allclose((out_n - normalised)[strong.expand_as(out_n)], torch.zeros(()), atol=1e-2)
     # disabled: the plain G3 image
     m.hparams.adain_enabled = False
     with torch.no_grad():
