@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from multifeat.errors import ConfigError, MultifeatError
+from multifeat.utils.config import set_dotted
 
 PHASES = ("phase1", "phase2", "phase3")
 TOP_KEYS = ("name", "seed", "logger", "wandb", "trainer", *PHASES, "eval")
@@ -97,27 +98,8 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 
 
 def apply_override(cfg: dict[str, Any], item: str) -> None:
-    """Apply one ``dotted.key=value`` override in place (value parsed as YAML)."""
-    import yaml
-
-    key, sep, raw = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set expects KEY=VALUE (e.g. phase1.trainer.max_epochs=2), got {item!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({e})") from e
-    parts = key.split(".")
-    node = cfg
-    for i, part in enumerate(parts[:-1]):
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is {nxt!r}, not a section")
-        node = nxt
-    node[parts[-1]] = value
+    """Apply one ``dotted.key=value`` override in place (value parsed as YAML; missing sections are made)."""
+    set_dotted(cfg, item, create=True, example="phase1.trainer.max_epochs=2", what="pipeline config")
 
 
 def validate_config(cfg: dict[str, Any], where: str = "config") -> None:

@@ -73,6 +73,7 @@ from multifeat.eval.bench_report import (
     save_row,
     summarise,
 )
+from multifeat.utils.config import set_dotted
 from multifeat.utils.files import atomic_write_text, ensure_writable_dir
 
 PROTOCOL = "MultiFeat-Synth"
@@ -246,25 +247,7 @@ def load_config(path: str | os.PathLike | None = None, preset: str | None = None
 
 def apply_override(cfg: dict[str, Any], item: str) -> None:
     """``dotted.key=value`` (value parsed as YAML) into ``cfg``; the key must exist."""
-    import yaml
-
-    key, sep, raw = str(item).partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set expects KEY=VALUE (e.g. gan.steps=100), got {item!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({e})") from e
-    parts = key.split(".")
-    node = cfg
-    for i, part in enumerate(parts[:-1]):
-        if not isinstance(node.get(part), dict):
-            raise ConfigError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is not a section of the benchmark config")
-        node = node[part]
-    if parts[-1] not in node:
-        raise ConfigError(f"--set {key}: unknown key '{parts[-1]}'; expected one of {', '.join(map(str, node))}")
-    node[parts[-1]] = value
+    set_dotted(cfg, item, create=False, example="gan.steps=100", what="benchmark config")
 
 
 def _int_list(value: Any, name: str) -> list[int]:
