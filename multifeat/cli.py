@@ -121,10 +121,9 @@ def _merge_ckpt_hparams(cli) -> None:
 
 def build_cli(args: list[str] | None = None, run: bool = True):
     """Construct the LightningCLI (exposed for tests and notebooks)."""
+    from jsonargparse import DefaultHelpFormatter
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
-
-    from jsonargparse import DefaultHelpFormatter
 
     class KeepLineBreaks(DefaultHelpFormatter):
         def _fill_text(self, text, width, indent):

@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 import multifeat
-from multifeat.errors import ConfigError, CheckpointError, NonFiniteLossError
+from multifeat.errors import CheckpointError, ConfigError, NonFiniteLossError
 
 
 class PhaseModule(LightningModule):

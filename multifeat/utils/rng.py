@@ -15,7 +15,8 @@ A state is a plain dict of tensors, ints and lists (so a checkpoint holding it s
 from __future__ import annotations
 
 import random
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
