@@ -244,37 +244,18 @@ def test_two_cli_runs_are_comparable_offline_runs(tmp_path):
     assert a.config.keys() == b.config.keys()
 
 
-TINY_PIPELINE = {
-    "name": "cmp-pipeline",
-    "seed": 0,
-    "logger": "wandb",
-    "wandb": {"project": "multifeat-cmp"},
-    "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "enable_model_summary": False,
-                "log_every_n_steps": 1},
-    "phase1": {
-        "model": {"image_size": 16, "z_dim": 8, "g_width": 4, "d_width": 4, "max_width": 16, "num_fixed": 4},
-        "data": {"image_size": 16, "require": {"bald": True, "beard": False}, "num_samples": 16, "batch_size": 8,
-                 "val_fraction": 0.0},
-        "trainer": {"max_epochs": 1},
-        "callbacks": {"negative_bank": {"first_steps": 2, "every_n_steps": 1, "per_save": 4},
-                      "sample_grid": {"every_n_steps": 0, "every_n_epochs": 1}},
-    },
-    "phase2": {
-        "model": {"image_size": 16, "width": 4, "max_width": 8},
-        "data": {"feature": "bald", "image_size": 16, "num_samples": 16, "batch_size": 8, "val_fraction": 0.25},
-        "trainer": {"max_epochs": 1},
-    },
-    "phase3": {
-        "model": {"add_blocks": {8: 1}, "snapshot_epoch": 1, "num_fixed": 4, "adain_at": "feat8"},
-        "data": {"before": {"beard": True, "bald": False}, "after": {"bald": True, "beard": False}, "image_size": 16,
-                 "num_samples": 16, "batch_size": 8, "val_fraction": 0.0},
-        "trainer": {"max_epochs": 2},
-        "callbacks": {"sample_grid": {"every_n_steps": 0, "every_n_epochs": 1}},
-    },
-    "eval": {"enabled": True, "baseline": True, "grid_n": 4,
-             "args": {"features": "bald,beard", "n": 8, "evaluator-steps": 3, "n-real": 8, "kid-subset-size": 4,
-                      "kid-subsets": 2, "device": "cpu"}},
-}
+def _tiny_pipeline() -> dict:
+    """tests/configs/tiny_pipeline.yaml, logging to W&B, one phase-1 epoch."""
+    from multifeat.utils.config import set_dotted
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parent / "configs" / "tiny_pipeline.yaml").read_text())
+    for item in ("name=cmp-pipeline", "logger=wandb", "wandb={project: multifeat-cmp}", "phase1.trainer.max_epochs=1",
+                 "phase1.callbacks.negative_bank={first_steps: 2, every_n_steps: 1, per_save: 4}"):
+        set_dotted(cfg, item, create=True, example="")
+    return cfg
+
+
+TINY_PIPELINE = _tiny_pipeline()
 
 
 @pytest.mark.slow

@@ -10,36 +10,7 @@ import yaml
 from multifeat.commands import pipeline as P
 from multifeat.errors import CheckpointError, ConfigError
 
-TINY = {
-    "name": "tiny",
-    "seed": 0,
-    "logger": "csv",
-    "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "enable_model_summary": False,
-                "log_every_n_steps": 1},
-    "phase1": {
-        "model": {"image_size": 16, "z_dim": 8, "g_width": 4, "d_width": 4, "max_width": 16, "num_fixed": 4},
-        "data": {"image_size": 16, "require": {"bald": True, "beard": False}, "num_samples": 16, "batch_size": 8,
-                 "val_fraction": 0.0},
-        "trainer": {"max_epochs": 2},
-        "callbacks": {"negative_bank": {"first_steps": 4, "every_n_steps": 2, "per_save": 4},
-                      "sample_grid": {"every_n_steps": 0, "every_n_epochs": 1}},
-    },
-    "phase2": {
-        "model": {"image_size": 16, "width": 4, "max_width": 8},
-        "data": {"feature": "bald", "image_size": 16, "num_samples": 16, "batch_size": 8, "val_fraction": 0.25},
-        "trainer": {"max_epochs": 1},
-    },
-    "phase3": {
-        "model": {"add_blocks": {8: 1}, "snapshot_epoch": 1, "num_fixed": 4, "adain_at": "feat8"},
-        "data": {"before": {"beard": True, "bald": False}, "after": {"bald": True, "beard": False}, "image_size": 16,
-                 "num_samples": 16, "batch_size": 8, "val_fraction": 0.0},
-        "trainer": {"max_epochs": 2},
-        "callbacks": {"sample_grid": {"every_n_steps": 0, "every_n_epochs": 1}},
-    },
-    "eval": {"enabled": True, "baseline": True, "grid_n": 4,
-             "args": {"features": "bald,beard", "n": 8, "evaluator-steps": 3, "n-real": 8, "kid-subset-size": 4,
-                      "kid-subsets": 2, "device": "cpu"}},
-}
+TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny_pipeline.yaml").read_text())
 
 
 def _write(tmp_path, cfg, name="cfg.yaml"):

@@ -148,30 +148,21 @@ def test_stylegan2ada_ddp_reduces_ada_statistics(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
-PIPELINE = {
-    "name": "ddp", "seed": 0, "logger": "csv",
-    "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp_find_unused_parameters_true",
-                "enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 1},
-    "phase1": {
-        "model": {"image_size": 16, "z_dim": 8, "g_width": 4, "d_width": 4, "max_width": 16, "num_fixed": 4},
-        "data": {"image_size": 16, "require": {"bald": True, "beard": False}, "num_samples": 16, "batch_size": 4,
-                 "val_fraction": 0.0},
-        "trainer": {"max_epochs": 1},
-        "callbacks": {"negative_bank": {"first_steps": 2, "every_n_steps": 1, "per_save": 2},
-                      "sample_grid": {"every_n_steps": 0, "every_n_epochs": 1}},
-    },
-    "phase2": {"model": {"image_size": 16, "width": 4, "max_width": 8},
-               "data": {"feature": "bald", "image_size": 16, "num_samples": 16, "batch_size": 4, "val_fraction": 0.25},
-               "trainer": {"max_epochs": 1}},
-    "phase3": {"model": {"add_blocks": {8: 1}, "snapshot_epoch": 1, "num_fixed": 4, "adain_at": "feat8"},
-               "data": {"before": {"beard": True, "bald": False}, "after": {"bald": True, "beard": False},
-                        "image_size": 16, "num_samples": 16, "batch_size": 4, "val_fraction": 0.0},
-               "trainer": {"max_epochs": 2, "limit_train_batches": 1},
-               "callbacks": {"sample_grid": {"every_n_steps": 0, "every_n_epochs": 1}}},
-    "eval": {"enabled": True, "baseline": False, "grid_n": 4,
-             "args": {"features": "bald,beard", "n": 8, "evaluator-steps": 3, "n-real": 8, "kid-subset-size": 4,
-                      "kid-subsets": 2, "device": "cpu"}},
-}
+def _ddp_pipeline() -> dict:
+    """tests/configs/tiny_pipeline.yaml on two processes, batches of 4, no G1 baseline evaluation."""
+    from multifeat.utils.config import set_dotted
+
+    cfg = yaml.safe_load((REPO / "tests" / "configs" / "tiny_pipeline.yaml").read_text())
+    for item in ("name=ddp", "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true",
+                 "phase1.data.batch_size=4", "phase1.trainer.max_epochs=1",
+                 "phase1.callbacks.negative_bank={first_steps: 2, every_n_steps: 1, per_save: 2}",
+                 "phase2.data.batch_size=4", "phase3.data.batch_size=4", "phase3.trainer.limit_train_batches=1",
+                 "eval.baseline=false"):
+        set_dotted(cfg, item, create=True, example="")
+    return cfg
+
+
+PIPELINE = _ddp_pipeline()
 
 
 def test_pipeline_under_ddp_only_rank_zero_writes(tmp_path):

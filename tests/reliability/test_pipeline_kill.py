@@ -1,6 +1,5 @@
 """A pipeline killed with SIGKILL during phase 2 resumes there and leaves phase 1's results alone."""
 
-import copy
 import hashlib
 import os
 import signal
@@ -16,13 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _tiny_pipeline_config() -> dict:
-    """The tiny pipeline configuration of tests/commands/test_pipeline.py (one source of truth)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_tiny_pipeline", REPO / "tests" / "commands" / "test_pipeline.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return copy.deepcopy(mod.TINY)
+    return yaml.safe_load((REPO / "tests" / "configs" / "tiny_pipeline.yaml").read_text())
 
 
 def _hashes(folder: Path) -> dict[str, str]:
