@@ -17,16 +17,10 @@ import os
 import platform
 import time
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+try:  # the shared hardware helpers, whether run as a script or imported as benchmarks.bench_data
+    from benchmarks._common import cpu_model
+except ImportError:
+    from _common import cpu_model
 
 
 def rate(fn, n: int) -> tuple[float, float]:
