@@ -18,7 +18,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"  # reference outputs of official code, shipped with the tests
 
 
 @pytest.fixture
@@ -28,8 +28,8 @@ def repo_root() -> Path:
 
 @pytest.fixture
 def fixtures_dir() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.fail(f"reference fixtures not found at {FIXTURES} (expected ../shared/fixtures beside the repo)")
+    if not (FIXTURES / "stylegan2ada").is_dir() or not (FIXTURES / "gpen").is_dir():
+        pytest.fail(f"reference fixtures missing under {FIXTURES}: the checkout is incomplete (see tests/fixtures/README.md)")
     return FIXTURES
 
 

@@ -1,7 +1,7 @@
 """This package's StyleGAN2-ADA networks against outputs of the official implementation.
 
 The fixtures hold official constructor arguments, state dicts and outputs (see
-``../shared/fixtures/stylegan2ada/README.md``). Every output must match to 1e-4 (max abs error).
+``tests/fixtures/stylegan2ada/README.md``). Every output must match to 1e-4 (max abs error).
 """
 
 import copy
