@@ -106,7 +106,7 @@ def identify_foreign_pickle(path: str | os.PathLike) -> str | None:
     """
     try:
         with open(path, "rb") as f:
-            for opcode, arg, _ in pickletools.genops(f):
+            for _op, arg, _pos in pickletools.genops(f):
                 if not isinstance(arg, str):
                     continue
                 if arg.startswith(_TF_MODULE_PREFIX):  # GLOBAL "module name", or STACK_GLOBAL's module string
