@@ -21,8 +21,9 @@ One training step = one batch of real images, as in the official training loop:
   the interval, in the ``Dmain`` and the ``Dreg`` passes, as in the official loop. The controller is
   :class:`multifeat.nets.stylegan2.augment.AdaptiveP`.
 * Before every optimizer step the gradients are sanitised as in the official loop:
-  ``nan_to_num(grad, nan=0, posinf=1e5, neginf=-1e5)`` (in :meth:`StyleGAN2ADA.on_before_optimizer_step`). A non-finite *loss* still stops training
-  with :class:`~multifeat.errors.NonFiniteLossError`.
+  ``nan_to_num(grad, nan=0, posinf=1e5, neginf=-1e5)`` (in
+  :meth:`StyleGAN2ADA.on_before_optimizer_step`). A non-finite *loss* still stops training with
+  :class:`~multifeat.errors.NonFiniteLossError`.
 
 Everything that training changes (weights, ``G_ema``, ``pl_mean``, ADA ``p`` and its statistics,
 images seen) is a parameter or buffer, hence in the checkpoint. Batches are dicts with ``"image"``

@@ -616,9 +616,10 @@ class AdaptiveP(nn.Module):
     @torch.no_grad()
     def accumulate(self, real_logits: Tensor) -> None:
         """Add ``sign(real_logits)`` (any shape; every element counts, ``sign(0) = 0``) to the statistics."""
-        x = real_logits.detach().float()
-        add = torch.stack([x.sign().sum().double().cpu(), torch.tensor(float(x.numel()), dtype=torch.float64)])
-        self.stats += add.to(self.stats.device)
+        x = real_logits.detach()
+        signs = x.sign().sum(dtype=torch.float64).to(self.stats.device)  # no host sync on accelerators
+        self.stats[0] += signs
+        self.stats[1] += float(x.numel())
 
     @torch.no_grad()
     def adjust(self, batch_size: int) -> float | None:
