@@ -16,14 +16,21 @@ terms are unchanged, while the loss scale (and so a good learning rate) no longe
 
 ``f`` (the paper leaves it undefined; its purpose is that D2 judges the fake to carry feature 1):
 see :func:`make_f`.
+
+Method B (StyleGAN2-ADA regularisers, as in the official ``training/loss.py``):
+
+- R1:           ``|d sum_i D(x_i) / d x_i|^2`` per sample                  -> :func:`r1_penalty`
+- path length:  ``(|J_w^T y| - a)^2`` with ``a`` a running mean          -> :func:`path_length_penalty`
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from multifeat.errors import ConfigError
 
@@ -135,3 +142,35 @@ def make_f(name: str = "identity", tau: float = 0.9) -> Callable[[torch.Tensor],
             raise ConfigError(f"f_tau must be in (0, 1], got {tau}")
         return lambda p: hinge(p, tau)
     raise ConfigError(f"f must be one of {F_FUNCTIONS}, got {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------- StyleGAN2-ADA
+def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:
+    """R1: per-sample ``|d sum(D(.)) / d x_i|^2`` ``[B]``, differentiable (double backward).
+
+    ``real_images`` is the leaf the gradient is taken with respect to and must require grad. As in the
+    official StyleGAN2-ADA loss it is the *un-augmented* real batch: ``real_logits`` is
+    ``D(augment(real_images))``, so the gradient passes back through the augmentation.
+    """
+    if not real_images.requires_grad:
+        raise ValueError("r1_penalty: real_images must require grad (the gradient is taken with respect to it)")
+    (grads,) = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_images], create_graph=True)
+    return grads.square().sum(dim=list(range(1, grads.ndim)))
+
+
+def path_length_penalty(
+    images: Tensor, ws: Tensor, pl_mean: Tensor, decay: float = 0.01, noise: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Path-length regularisation of StyleGAN2.
+
+    ``y ~ N(0, 1) / sqrt(H*W)`` (or ``noise``); ``L_i = sqrt(mean_k |d sum(G(w)_i * y_i) / d w_ik|^2)``;
+    ``a' = a + decay * (mean(L) - a)``. Returns ``(penalty [B] = (L - a')^2, L [B], a')``; ``a'`` is
+    detached. ``ws`` ``[B, num_ws, w_dim]`` must be part of the graph of ``images``.
+    """
+    if noise is None:
+        noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+    (grads,) = torch.autograd.grad(outputs=[(images * noise).sum()], inputs=[ws], create_graph=True)
+    lengths = grads.square().sum(dim=2).mean(dim=1).sqrt()
+    new_mean = pl_mean.lerp(lengths.mean().to(pl_mean.dtype), decay)
+    penalty = (lengths - new_mean).square()
+    return penalty, lengths, new_mean.detach()

@@ -1,10 +1,14 @@
 """Loss functions against values worked out by hand."""
 
+import math
+
 import pytest
 import torch
 
 from multifeat import losses
 from multifeat.errors import ConfigError
+from multifeat.losses import path_length_penalty, r1_penalty
+from multifeat.nets.stylegan2 import Discriminator, Generator
 
 
 def t(*v):
@@ -91,3 +95,50 @@ def test_unknown_f_is_a_clear_error():
         losses.make_f("sigmoid")
     with pytest.raises(ConfigError, match="f_tau"):
         losses.make_f("hinge", tau=0.0)
+
+
+# -- StyleGAN2-ADA regularisers ------------------------------------------------------------------
+
+
+def test_r1_penalty_matches_jacobian_and_hand_case():
+    torch.manual_seed(0)
+    D = Discriminator(0, 8, 3, channel_base=64, channel_max=8, epilogue_kwargs={"mbstd_group_size": 2})
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    got = r1_penalty(D(x), x)
+    jac = torch.autograd.functional.jacobian(lambda inp: D(inp).flatten(), x.detach())  # [4, 4, 3, 8, 8]
+    expect = jac.sum(0).square().sum(dim=[1, 2, 3])  # gradient of sum(D) per input sample
+    torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-7)
+
+    w = torch.randn(3, 2, 2)
+    xs = torch.randn(5, 3, 2, 2, requires_grad=True)
+    got = r1_penalty((xs * w).sum(dim=[1, 2, 3], keepdim=True), xs)
+    torch.testing.assert_close(got, torch.full((5,), float(w.square().sum())))
+
+
+def test_path_length_penalty_matches_per_sample_loop():
+    torch.manual_seed(1)
+    G = Generator(8, 0, 8, 8, 3, mapping_kwargs={"num_layers": 1},
+                  synthesis_kwargs={"channel_base": 64, "channel_max": 8})
+    ws = G.mapping(torch.randn(3, 8), None).detach().requires_grad_(True)
+    img = G.synthesis(ws, noise_mode="const")
+    noise = torch.randn_like(img) / 8
+    pl_mean = torch.tensor(0.5)
+    penalty, lengths, new_mean = path_length_penalty(img, ws, pl_mean, decay=0.01, noise=noise)
+    expect = []
+    for i in range(3):  # J_i^T y_i for each sample separately
+        (g,) = torch.autograd.grad((img[i] * noise[i]).sum(), ws, retain_graph=True)
+        assert g[[j for j in range(3) if j != i]].abs().max() == 0  # samples do not interact
+        expect.append(math.sqrt(float(g[i].square().sum(dim=1).mean())))
+    expect = torch.tensor(expect)
+    torch.testing.assert_close(lengths, expect, rtol=1e-4, atol=1e-6)
+    a = 0.5 + 0.01 * (float(expect.mean()) - 0.5)
+    torch.testing.assert_close(new_mean, torch.tensor(a), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(penalty, (expect - a).square(), rtol=1e-4, atol=1e-7)
+    penalty.sum().backward()  # differentiable w.r.t. the generator
+    assert G.synthesis.b8.conv1.weight.grad is not None
+
+
+def test_r1_penalty_needs_a_leaf_that_requires_grad():
+    x = torch.randn(2, 3, 2, 2)
+    with pytest.raises(ValueError, match="must require grad"):
+        r1_penalty(x.sum(dim=[1, 2, 3]), x)

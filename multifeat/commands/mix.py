@@ -35,6 +35,9 @@ from multifeat.errors import ConfigError, DataError
 
 DESCRIPTION = "Method B: project target images (folders a and b) into a StyleGAN2 generator's style space and mix the styles."
 OUTPUT_FILES = ("projections.pt", "grid.png", "projections_grid.png", "scores.json")
+#: ``multifeat.mixing.distance.DISTANCE_KINDS`` and its former names (kept here so that building the
+#: parser does not import the mixing package; a test keeps them equal).
+PERCEPTUAL_CHOICES = ("lpips", "pixel", "vgg16-features", "auto", "lpips-vgg", "pixel-gradient")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,10 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
     g.add_argument("--w-avg-samples", type=int, default=10_000, help="samples for w_avg and w_std")
     g.add_argument("--no-noise-opt", action="store_true", help="keep the generator's noise maps (optimise w only)")
-    g.add_argument("--distance", default="auto", choices=("auto", "lpips-vgg", "vgg16-features", "pixel-gradient"),
-                   help="image distance (auto: LPIPS-VGG if its weights are local, else pixel-gradient)")
-    g.add_argument("--vgg-weights", metavar="PATH", help="torchvision VGG16 state dict (vgg16-397923af.pth)")
-    g.add_argument("--lpips-weights", metavar="PATH", help="LPIPS linear weights (lpips weights/v0.1/vgg.pth)")
+    g.add_argument("--perceptual", "--distance", dest="perceptual", default="lpips",
+                   choices=PERCEPTUAL_CHOICES, metavar="{lpips,pixel,vgg16-features}",
+                   help="image distance: lpips (LPIPS on VGG16, as the official projector; needs its weight files, "
+                        "an error names any that are missing), pixel (pixel + image-gradient, no weights) or "
+                        "vgg16-features (LPIPS without its calibration layers); --distance is the former name")
+    g.add_argument("--vgg-weights", metavar="PATH",
+                   help="torchvision VGG16 state dict (default: vgg16-397923af.pth in the torch hub cache)")
+    g.add_argument("--lpips-weights", metavar="PATH",
+                   help="LPIPS linear weights (default: weights/v0.1/vgg.pth of the installed lpips package)")
     m = p.add_argument_group("mixing")
     sel = m.add_mutually_exclusive_group()
     sel.add_argument("--preset", choices=("coarse", "middle", "fine"), help="layers from a (default: coarse)")
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     G = load_stylegan2_generator(args.generator, device=args.device)
     if G.img_channels != 3:
         raise ConfigError(f"the generator draws {G.img_channels}-channel images; folders of RGB images need 3")
-    mixer = StyleMixer(G, distance=args.distance, vgg_weights=args.vgg_weights, lpips_weights=args.lpips_weights,
+    mixer = StyleMixer(G, distance=args.perceptual, vgg_weights=args.vgg_weights, lpips_weights=args.lpips_weights,
                        batch_size=args.batch_size)
     del G
     res = mixer.resolution

@@ -15,6 +15,16 @@ networks are then rebuilt as this package's modules (:mod:`multifeat.nets.styleg
 constructor arguments and loaded strictly from the stored tensors. Tensor storages embedded as
 ``torch.save`` bytes are read with ``torch.load(weights_only=True)``.
 
+Two other network-pickle formats are recognised and refused with their own error (nothing is run;
+the file is only parsed with :mod:`pickletools`, which reads opcodes without resolving any global):
+
+* legacy TensorFlow pickles (StyleGAN2 / StyleGAN2-ADA TensorFlow releases: a tuple of
+  ``dnnlib.tflib.network.Network``) -> :class:`TensorFlowPickleError`, which says how to convert them
+  with the official ``legacy.py --source ... --dest ...``;
+* StyleGAN3 pickles (generator classes of ``training.networks_stylegan3``, recognised by the
+  ``SynthesisInput`` class they contain) -> :class:`StyleGAN3PickleError`: this package's networks are
+  StyleGAN2-ADA's, and the alias-free StyleGAN3 architecture cannot be rebuilt by them.
+
 Usage::
 
     from multifeat.io.official_pickle import load_official_pickle
@@ -29,6 +39,7 @@ import collections
 import io
 import os
 import pickle
+import pickletools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +57,11 @@ __all__ = [
     "KNOWN_PERSISTENT_CLASSES",
     "OfficialObject",
     "RestrictedUnpickler",
+    "StyleGAN3PickleError",
+    "TensorFlowPickleError",
+    "UnsupportedPickleError",
     "build_augment_pipe",
+    "identify_foreign_pickle",
     "load_official_pickle",
     "read_official_pickle",
 ]
@@ -62,6 +77,63 @@ KNOWN_PERSISTENT_CLASSES = frozenset(
 )
 
 _NETWORK_KEYS = ("G", "D", "G_ema")
+
+
+class UnsupportedPickleError(CheckpointError):
+    """A network pickle of a known format that this package does not read (nothing in it was run)."""
+
+
+class TensorFlowPickleError(UnsupportedPickleError):
+    """A legacy TensorFlow network pickle (``dnnlib.tflib.network.Network``); convert it first."""
+
+
+class StyleGAN3PickleError(UnsupportedPickleError):
+    """A StyleGAN3 network pickle (``training.networks_stylegan3``); its architecture is not implemented here."""
+
+
+#: Strings that mark a StyleGAN3 pickle: its synthesis network's first layer class (stored as the
+#: persistent object's class name and defined in the stored module source).
+_STYLEGAN3_MARKERS = ("SynthesisInput",)
+_TF_MODULE_PREFIX = "dnnlib.tflib"
+
+
+def identify_foreign_pickle(path: str | os.PathLike) -> str | None:
+    """``"tensorflow"``, ``"stylegan3"`` or None: the format of a network pickle this loader refused.
+
+    Parses the opcodes only (``pickletools.genops``: no global is resolved, nothing is called) and
+    stops at the first marker: a global of ``dnnlib.tflib`` (legacy TensorFlow networks) or a string
+    naming StyleGAN3's ``SynthesisInput``. Unreadable streams give None.
+    """
+    try:
+        with open(path, "rb") as f:
+            for _op, arg, _pos in pickletools.genops(f):
+                if not isinstance(arg, str):
+                    continue
+                if arg.startswith(_TF_MODULE_PREFIX):  # GLOBAL "module name", or STACK_GLOBAL's module string
+                    return "tensorflow"
+                if any(m in arg for m in _STYLEGAN3_MARKERS):
+                    return "stylegan3"
+    except Exception:  # truncated or not a pickle: no verdict
+        return None
+    return None
+
+
+def _foreign_pickle_error(path: Path, kind: str) -> UnsupportedPickleError:
+    if kind == "tensorflow":
+        return TensorFlowPickleError(
+            f"'{path}' is a legacy TensorFlow network pickle (dnnlib.tflib.network.Network objects, from the "
+            "StyleGAN2 / StyleGAN2-ADA TensorFlow releases); this loader reads PyTorch StyleGAN2-ADA pickles. "
+            "Convert it with the official stylegan2-ada-pytorch repository: "
+            f"'python legacy.py --source={path} --dest=converted.pkl', then load converted.pkl. "
+            "The conversion uses the official unpickler, which trusts the file: convert only files from a "
+            "source you trust. Nothing in this file was run."
+        )
+    return StyleGAN3PickleError(
+        f"'{path}' is a StyleGAN3 network pickle (classes of training.networks_stylegan3, e.g. SynthesisInput): "
+        "the alias-free StyleGAN3 generator (Fourier-feature input, filtered non-linearities) is a different "
+        "architecture that this package's StyleGAN2-ADA networks cannot rebuild. Use a StyleGAN2-ADA "
+        "network pickle (from stylegan2-ada-pytorch) instead. Nothing in this file was run."
+    )
 
 
 @dataclass
@@ -279,6 +351,9 @@ def read_official_pickle(path: str | os.PathLike) -> Any:
         with open(p, "rb") as f:
             return RestrictedUnpickler(f).load()
     except UnsafePickleError as e:
+        kind = identify_foreign_pickle(p)
+        if kind is not None:
+            raise _foreign_pickle_error(p, kind) from None
         raise UnsafePickleError(f"'{p}': {e}") from None
     except CheckpointError:
         raise
@@ -319,6 +394,8 @@ def load_official_pickle(path: str | os.PathLike, device: str | torch.device = "
     :func:`build_augment_pipe`), and other entries (``training_set_kwargs``, ...) as plain data.
 
     Raises:
+        TensorFlowPickleError: a legacy TensorFlow pickle (the message says how to convert it).
+        StyleGAN3PickleError: a StyleGAN3 pickle (another architecture).
         UnsafePickleError: the file references a global or class outside the allow-list.
         CheckpointError: missing/unreadable file, or networks that do not match their arguments.
     """

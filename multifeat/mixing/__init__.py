@@ -8,7 +8,12 @@ from multifeat.mixing.directions import (
     learn_directions,
     orthogonalize,
 )
-from multifeat.mixing.distance import PixelGradientDistance, VGGPerceptualDistance, build_distance
+from multifeat.mixing.distance import (
+    LPIPSWeightsMissingError,
+    PixelGradientDistance,
+    VGGPerceptualDistance,
+    build_distance,
+)
 from multifeat.mixing.guided import GuidedMixResult, candidate_masks, combine_scores, guided_search
 from multifeat.mixing.layers import (
     PRESETS,
@@ -25,6 +30,7 @@ from multifeat.mixing.style_mixer import MixResult, StyleMixer
 __all__ = [
     "PRESETS",
     "GuidedMixResult",
+    "LPIPSWeightsMissingError",
     "LatentDirection",
     "MixResult",
     "PixelGradientDistance",

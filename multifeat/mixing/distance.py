@@ -3,21 +3,31 @@
 Every distance is an ``nn.Module`` with ``forward(x, y) -> [N]`` (per-image distance, images
 ``[N, 3, H, W]`` in [-1, 1], differentiable) and a ``name`` that every report repeats.
 
-* ``lpips-vgg`` — :class:`VGGPerceptualDistance` with the LPIPS linear weights: torchvision's VGG16
-  features at relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3 of inputs shifted and scaled as LPIPS does,
-  each feature unit-normalised over channels, squared differences weighted per channel by LPIPS' learned
-  ``lin0..lin4`` layers, averaged over positions and summed over the five layers (images larger
-  than 256 px are area-downsampled to 256 first, as the official projector does).
-* ``vgg16-features`` — the same without LPIPS' learned weights (every channel weight 1).
-* ``pixel-gradient`` — :class:`PixelGradientDistance`, the fallback that needs no weights: at scales
+* ``lpips`` (the default; name ``lpips-vgg``) — :class:`VGGPerceptualDistance` with the LPIPS linear
+  calibration weights, the perceptual distance the official StyleGAN2-ADA projector uses:
+  torchvision's VGG16 features at relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3 of inputs shifted
+  and scaled as LPIPS does, each feature unit-normalised over channels, squared differences weighted
+  per channel by LPIPS' learned ``lin0..lin4`` 1x1 layers, averaged over positions and summed over the
+  five layers (images larger than 256 px are area-downsampled to 256 first, as the official projector
+  does).
+* ``vgg16-features`` — the same without LPIPS' learned weights (every channel weight 1); only when
+  asked for by name.
+* ``pixel`` (name ``pixel-gradient``) — :class:`PixelGradientDistance`, needs no weights: at scales
   1, 1/2, 1/4, ... (down to 8 px) the mean squared difference of the pixels plus that of their
   horizontal and vertical finite differences (edges), averaged over scales.
 
-Weights are only ever read from local files: ``vgg_weights`` (torchvision's ``vgg16-397923af.pth``
-state dict, or just its ``features.*`` part) and ``lpips_weights`` (the LPIPS package's
-``weights/v0.1/vgg.pth``). :func:`build_distance` with ``kind="auto"`` also looks where those files
-already are on this machine (the torch hub cache, an installed ``lpips`` package) and otherwise falls
-back to ``pixel-gradient``.
+Weights are only ever read from local files, from where the ecosystem keeps them:
+
+* VGG16: torchvision's ``vgg16-397923af.pth`` in the torch hub cache
+  (``torch.hub.get_dir()/checkpoints/``, where torchvision downloads it on a machine with internet),
+  or an explicit ``vgg_weights`` path;
+* LPIPS: ``weights/v0.1/vgg.pth`` shipped inside the ``lpips`` package (optional dependency,
+  ``pip install lpips``; found without importing it), or an explicit ``lpips_weights`` path.
+
+When the LPIPS distance is asked for and a file is missing, :func:`build_distance` raises
+:class:`LPIPSWeightsMissingError` naming each missing file, where it would come from, and the
+``pixel`` alternative; it never switches to another distance by itself. The former names stay
+accepted: ``auto`` and ``lpips-vgg`` mean ``lpips``, ``pixel-gradient`` means ``pixel``.
 """
 
 from __future__ import annotations
@@ -32,7 +42,9 @@ from torch import Tensor, nn
 from multifeat.errors import CheckpointError, ConfigError
 
 __all__ = [
+    "DISTANCE_ALIASES",
     "DISTANCE_KINDS",
+    "LPIPSWeightsMissingError",
     "PixelGradientDistance",
     "VGGPerceptualDistance",
     "build_distance",
@@ -41,7 +53,10 @@ __all__ = [
     "vgg16_features",
 ]
 
-DISTANCE_KINDS = ("auto", "lpips-vgg", "vgg16-features", "pixel-gradient")
+#: The distances by kind; ``lpips`` is the default.
+DISTANCE_KINDS = ("lpips", "pixel", "vgg16-features")
+#: Former names, still accepted.
+DISTANCE_ALIASES = {"auto": "lpips", "lpips-vgg": "lpips", "pixel-gradient": "pixel"}
 
 #: torchvision VGG16 ``features`` indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
 _VGG_TAPS = (3, 8, 15, 22, 29)
@@ -49,6 +64,11 @@ _VGG_TAPS = (3, 8, 15, 22, 29)
 _LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 _LPIPS_SCALE = (0.458, 0.448, 0.450)
 _VGG_FILE = "vgg16-397923af.pth"
+_LPIPS_FILE = ("weights", "v0.1", "vgg.pth")
+
+
+class LPIPSWeightsMissingError(CheckpointError):
+    """The LPIPS distance was asked for but its VGG16 and/or LPIPS weight files are not on this machine."""
 
 
 class PixelGradientDistance(nn.Module):
@@ -215,53 +235,83 @@ def find_local_vgg_weights() -> Path | None:
 
 
 def find_local_lpips_weights() -> Path | None:
-    """LPIPS' VGG linear weights if the ``lpips`` package is installed (its bundled file), else None."""
+    """LPIPS' VGG linear weights if the ``lpips`` package is installed (its bundled file), else None.
+
+    The package is located, never imported."""
     import importlib.util
 
     spec = importlib.util.find_spec("lpips")
     if spec is None or not spec.submodule_search_locations:
         return None
     for root in spec.submodule_search_locations:
-        p = Path(root) / "weights" / "v0.1" / "vgg.pth"
+        p = Path(root).joinpath(*_LPIPS_FILE)
         if p.is_file():
             return p
     return None
 
 
+def _lpips_package_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("lpips") is not None
+
+
+def _missing_weights_message(what: str, missing_vgg: bool, missing_lpips: bool) -> str:
+    items = []
+    if missing_vgg:
+        items.append(
+            f"  - VGG16 ImageNet weights '{_VGG_FILE}': not in the torch hub cache "
+            f"({Path(torch.hub.get_dir()) / 'checkpoints' / _VGG_FILE}). torchvision downloads it there on a machine "
+            "with internet (torchvision.models.vgg16(weights='IMAGENET1K_V1')); copy it to that path, or give its "
+            "path with --vgg-weights PATH (vgg_weights=...)."
+        )
+    if missing_lpips:
+        where = ("the installed 'lpips' package does not contain it" if _lpips_package_installed() else
+                 "the 'lpips' package, which ships this file, is not installed (pip install lpips==0.1.4, or the "
+                 "'lpips' extra of multifeat)")
+        items.append(
+            f"  - LPIPS linear calibration weights '{'/'.join(_LPIPS_FILE)}': {where}; or give its path with "
+            "--lpips-weights PATH (lpips_weights=...)."
+        )
+    return (
+        f"the perceptual distance {what} needs weight files that are not on this machine (nothing is downloaded):\n" + "\n".join(items) + "\n"
+        "Or choose the weight-free pixel + image-gradient distance: --perceptual pixel (distance='pixel')."
+    )
+
+
 def build_distance(
-    kind: str | nn.Module = "auto",
+    kind: str | nn.Module = "lpips",
     vgg_weights: str | os.PathLike | None = None,
     lpips_weights: str | os.PathLike | None = None,
 ) -> nn.Module:
-    """The distance named ``kind`` (see :data:`DISTANCE_KINDS`), or ``kind`` itself if it is a module.
+    """The distance named ``kind`` (see :data:`DISTANCE_KINDS` / :data:`DISTANCE_ALIASES`), or ``kind``
+    itself if it is a module.
 
-    ``auto``: LPIPS-VGG when VGG16 weights are given or already cached locally (with LPIPS' weights when
-    given or installed; without them ``vgg16-features``), else ``pixel-gradient``.
-    ``lpips-vgg`` / ``vgg16-features`` raise ``ConfigError`` when no local VGG16 weights are found.
+    ``lpips``: VGG16 from ``vgg_weights`` or the torch hub cache, LPIPS' linear layers from
+    ``lpips_weights`` or the installed ``lpips`` package; raises :class:`LPIPSWeightsMissingError`
+    (naming every missing file) when either is not found. ``vgg16-features`` needs only VGG16.
+    ``pixel`` needs nothing. Explicit paths that do not exist raise ``CheckpointError``.
     """
     if isinstance(kind, nn.Module):
         if not hasattr(kind, "name"):
             kind.name = type(kind).__name__  # type: ignore[attr-defined]
         return kind
-    kind = str(kind).lower()
-    if kind not in DISTANCE_KINDS:
-        raise ConfigError(f"unknown distance {kind!r}; choose one of {', '.join(DISTANCE_KINDS)}")
-    if kind == "pixel-gradient":
+    name = str(kind).lower()
+    name = DISTANCE_ALIASES.get(name, name)
+    if name not in DISTANCE_KINDS:
+        raise ConfigError(
+            f"unknown perceptual distance {kind!r}; choose one of {', '.join(DISTANCE_KINDS)} "
+            f"(former names {', '.join(DISTANCE_ALIASES)} are accepted too)"
+        )
+    if name == "pixel":
         return PixelGradientDistance()
     vgg = Path(vgg_weights) if vgg_weights is not None else find_local_vgg_weights()
-    if vgg is None:
-        if kind == "auto":
-            return PixelGradientDistance()
-        raise ConfigError(
-            f"distance '{kind}' needs VGG16 weights on this machine: pass vgg_weights (--vgg-weights) pointing to "
-            f"torchvision's {_VGG_FILE}; nothing is downloaded. Or use 'pixel-gradient'."
-        )
-    if kind == "vgg16-features":
+    if name == "vgg16-features":
+        if vgg is None:
+            raise LPIPSWeightsMissingError(_missing_weights_message("'vgg16-features'", True, False))
         return VGGPerceptualDistance(vgg, None)
     lp = Path(lpips_weights) if lpips_weights is not None else find_local_lpips_weights()
-    if lp is None and kind == "lpips-vgg":
-        raise ConfigError(
-            "distance 'lpips-vgg' needs LPIPS' linear weights (the lpips package's weights/v0.1/vgg.pth): pass "
-            "lpips_weights (--lpips-weights), or use 'vgg16-features' (unit channel weights)"
-        )
+    if vgg is None or lp is None:
+        raise LPIPSWeightsMissingError(_missing_weights_message(
+            "'lpips' (LPIPS on VGG16, as the official projector uses)", vgg is None, lp is None))
     return VGGPerceptualDistance(vgg, lp)

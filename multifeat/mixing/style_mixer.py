@@ -86,10 +86,12 @@ class StyleMixer(nn.Module):
         generator: a StyleGAN2 ``Generator`` (or any module with ``mapping``, ``synthesis``, ``num_ws``,
             ``w_dim``, ``z_dim``, ``img_resolution``, ``img_channels``), or a path for
             :func:`~multifeat.mixing.loading.load_stylegan2_generator`.
-        distance: image distance for projection and penalties: ``auto`` (default), ``lpips-vgg``,
-            ``vgg16-features``, ``pixel-gradient`` or a module ``(x, y) -> [N]`` (see
-            :mod:`multifeat.mixing.distance`).
-        vgg_weights / lpips_weights: local weight files for the VGG distances (never downloaded).
+        distance: image distance for projection and penalties: ``lpips`` (default: LPIPS on VGG16, as
+            the official projector; raises ``LPIPSWeightsMissingError`` naming the missing files when its
+            weights are not on this machine), ``pixel`` (pixel + image-gradient, no weights),
+            ``vgg16-features``, or a module ``(x, y) -> [N]`` (see :mod:`multifeat.mixing.distance`).
+        vgg_weights / lpips_weights: explicit weight files for the LPIPS distance (default: the torch
+            hub cache and the installed ``lpips`` package; never downloaded).
         device: where to run (default: the generator's device).
         batch_size: images drawn at a time when mixing (default 32).
     """
@@ -97,7 +99,7 @@ class StyleMixer(nn.Module):
     def __init__(
         self,
         generator: nn.Module | str | os.PathLike,
-        distance: str | nn.Module = "auto",
+        distance: str | nn.Module = "lpips",
         vgg_weights: str | os.PathLike | None = None,
         lpips_weights: str | os.PathLike | None = None,
         device: str | torch.device | None = None,

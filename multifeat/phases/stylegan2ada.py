@@ -7,15 +7,23 @@ One training step = one batch of real images, as in the official training loop:
   fakes, ``pl_weight * (|J_w^T y| - a)^2`` with ``a`` the running mean (decay ``pl_decay`` = 0.01),
   multiplied by the interval (lazy regularisation).
 * ``Dmain``: ``softplus(D(G(z))) + softplus(-D(x))``.
-* ``Dreg`` every ``r1_interval`` (16) batches: R1 ``gamma/2 * |grad_x D(x)|^2`` times the interval;
-  ``gamma`` defaults to ``0.0002 * resolution^2 / batch`` (the official 'auto' setting).
+* ``Dreg`` every ``r1_interval`` (16) batches: R1 ``gamma/2 * |grad_x D(augment(x))|^2`` times the
+  interval; the gradient is taken with respect to the un-augmented reals ``x``, through the
+  augmentation (as the official loss does); ``gamma`` defaults to ``0.0002 * resolution^2 / batch``
+  (the official 'auto' setting).
 * Adam ``lr`` and ``betas`` of each network are corrected for lazy regularisation:
   ``lr * c``, ``beta ** c`` with ``c = interval / (interval + 1)``.
 * ``G_ema``: exponential moving average of G with half-life ``ema_kimg`` thousand images (default
   ``batch * 10 / 32``), ramped up over the first images (``ema_rampup`` 0.05).
 * ADA: D sees real and fake images through the augmentation pipeline; every ``ada_interval`` (4)
   batches ``p += sign(E[sign(D(real))] - ada_target) * batch * ada_interval / (ada_kimg * 1000)``,
-  clamped at 0 (statistics summed across processes).
+  clamped at 0 (statistics summed across processes). ``E`` runs over every real logit D produced in
+  the interval, in the ``Dmain`` and the ``Dreg`` passes, as in the official loop. The controller is
+  :class:`multifeat.nets.stylegan2.augment.AdaptiveP`.
+* Before every optimizer step the gradients are sanitised as in the official loop:
+  ``nan_to_num(grad, nan=0, posinf=1e5, neginf=-1e5)`` (in
+  :meth:`StyleGAN2ADA.on_before_optimizer_step`). A non-finite *loss* still stops training with
+  :class:`~multifeat.errors.NonFiniteLossError`.
 
 Everything that training changes (weights, ``G_ema``, ``pl_mean``, ADA ``p`` and its statistics,
 images seen) is a parameter or buffer, hence in the checkpoint. Batches are dicts with ``"image"``
@@ -25,7 +33,6 @@ images seen) is a parameter or buffer, hence in the checkpoint. Batches are dict
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +41,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multifeat.errors import ConfigError
+from multifeat.losses import path_length_penalty, r1_penalty
 from multifeat.nets.stylegan2 import Discriminator, Generator
+from multifeat.nets.stylegan2.augment import AdaptiveP, ada_adjust, augment_pipe_from_preset
 from multifeat.phases.base import PhaseModule
 from multifeat.phases.phase1 import count_step, step_uncounted
 
@@ -44,6 +53,7 @@ __all__ = [
     "lazy_adam_settings",
     "path_length_penalty",
     "r1_penalty",
+    "sanitize_gradients",
 ]
 
 
@@ -51,28 +61,8 @@ __all__ = [
 # Pure functions (tested against plain autograd computations)
 
 
-def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:
-    """Per-sample ``|d sum(D(x)) / d x_i|^2`` ``[B]``; ``real_images`` must require grad. Differentiable."""
-    (grads,) = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_images], create_graph=True)
-    return grads.square().sum(dim=[1, 2, 3])
-
-
-def path_length_penalty(
-    images: Tensor, ws: Tensor, pl_mean: Tensor, decay: float = 0.01, noise: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Path-length regularisation of StyleGAN2.
-
-    ``y ~ N(0, 1) / sqrt(H*W)`` (or ``noise``); ``L_i = sqrt(mean_k |d sum(G(w)_i * y_i) / d w_ik|^2)``;
-    ``a' = a + decay * (mean(L) - a)``. Returns ``(penalty [B] = (L - a')^2, L [B], a')``; ``a'`` is
-    detached. ``ws`` ``[B, num_ws, w_dim]`` must be part of the graph of ``images``.
-    """
-    if noise is None:
-        noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
-    (grads,) = torch.autograd.grad(outputs=[(images * noise).sum()], inputs=[ws], create_graph=True)
-    lengths = grads.square().sum(dim=2).mean(dim=1).sqrt()
-    new_mean = pl_mean.lerp(lengths.mean().to(pl_mean.dtype), decay)
-    penalty = (lengths - new_mean).square()
-    return penalty, lengths, new_mean.detach()
+# ``r1_penalty`` and ``path_length_penalty`` live in :mod:`multifeat.losses`; ``ada_adjust`` (the ADA
+# rule) in :mod:`multifeat.nets.stylegan2.augment`. They are imported here for existing callers.
 
 
 def lazy_adam_settings(lr: float, betas: Sequence[float], interval: int | None) -> tuple[float, tuple[float, ...]]:
@@ -84,21 +74,18 @@ def lazy_adam_settings(lr: float, betas: Sequence[float], interval: int | None) 
     return float(lr) * c, tuple(float(b) ** c for b in betas)
 
 
-def ada_adjust(p: float, sign_mean: float, batch_size: int, interval: int = 4, target: float = 0.6,
-               ada_kimg: float = 500) -> float:
-    """New ADA probability: ``max(0, p + sign(sign_mean - target) * batch_size * interval / (ada_kimg*1000))``."""
-    diff = sign_mean - target
-    step = ((diff > 0) - (diff < 0)) * batch_size * interval / (ada_kimg * 1000)
-    return max(0.0, p + step)
+@torch.no_grad()
+def sanitize_gradients(parameters) -> None:
+    """The official loop's gradient clean-up before each optimizer step, in place:
+    ``nan_to_num(grad, nan=0, posinf=1e5, neginf=-1e5)`` on every parameter that has a gradient."""
+    for param in parameters:
+        if param.grad is not None:
+            torch.nan_to_num(param.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=param.grad)
 
 
 def _build_augment_pipe(augment: str | None, p: float) -> nn.Module | None:
     if augment in (None, "", "none"):
         return None
-    try:
-        from multifeat.nets.stylegan2.augment import augment_pipe_from_preset
-    except ImportError as e:  # pragma: no cover - the augmentation module ships with the package
-        raise ConfigError(f"augment={augment!r} needs multifeat.nets.stylegan2.augment ({e})") from e
     return augment_pipe_from_preset(augment, p=p)
 
 
@@ -199,10 +186,12 @@ class StyleGAN2ADA(PhaseModule):
         self.G_ema = Generator(**self.G.init_kwargs).eval().requires_grad_(False)
         self.G_ema.load_state_dict(self.G.state_dict())
         self.augment_pipe = _build_augment_pipe(augment, augment_p)
+        # the ADA controller: statistics in its buffer ``ada.stats``; it moves ``augment_pipe.p``
+        self.ada = AdaptiveP(self.augment_pipe, target=ada_target, interval=ada_interval, ada_kimg=ada_kimg)
+        self._register_load_state_dict_pre_hook(_rename_old_ada_stats)
 
         self.register_buffer("pl_mean", torch.zeros([]))
         self.register_buffer("images_seen", torch.zeros([], dtype=torch.long))
-        self.register_buffer("ada_stats", torch.zeros(2, dtype=torch.float64))  # sum of signs, count
         self.register_buffer("batches_seen", torch.zeros([], dtype=torch.long))
         g = torch.Generator().manual_seed(int(fixed_seed))
         self.register_buffer("fixed_z", torch.randn(num_fixed, z_dim, generator=g), persistent=False)
@@ -282,29 +271,31 @@ class StyleGAN2ADA(PhaseModule):
             images = self.augment_pipe(images)
         return self.D(images, c)
 
+    @property
+    def ada_stats(self) -> Tensor:
+        """This process's ADA statistics of the current interval: ``[sum of sign(D(real)), count]``."""
+        return self.ada.stats
+
     def accumulate_ada(self, real_logits: Tensor) -> None:
-        """Add ``sign(D(real))`` of one batch to the ADA statistics."""
-        x = real_logits.detach().float()
-        self.ada_stats += torch.stack([x.sign().sum(), torch.tensor(float(x.numel()), device=x.device)]).to(
-            self.ada_stats
-        )
+        """Add ``sign(D(real))`` of one discriminator pass over reals to the ADA statistics."""
+        self.ada.accumulate(real_logits)
 
     def update_ada(self, global_batch: int) -> float | None:
-        """Adjust ``p`` from the accumulated statistics (summed across processes); returns r_t."""
+        """End of an ADA interval: adjust ``p`` from the statistics (summed across processes); returns r_t.
+
+        Without an augmentation pipe the statistics are cleared and None is returned."""
         if self.augment_pipe is None:
+            self.ada.stats.zero_()
             return None
-        stats = self.ada_stats.clone()
-        if self._world_size() > 1:
-            torch.distributed.all_reduce(stats)
-        self.ada_stats.zero_()
-        if stats[1] <= 0:
-            return None
-        rt = float(stats[0] / stats[1])
-        hp = self.hparams
-        if hp.ada_target is not None:
-            p = ada_adjust(float(self.augment_pipe.p), rt, global_batch, hp.ada_interval, hp.ada_target, hp.ada_kimg)
-            self.augment_pipe.p.fill_(p)
-        return rt
+        return self.ada.adjust(global_batch)
+
+    def r1(self, x: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+        """R1 as the official loss takes it: ``(penalty [B], logits)`` with the gradient of
+        ``sum D(augment(x))`` taken with respect to the un-augmented reals ``x`` (through the
+        augmentation; double backward through it works)."""
+        real = x.detach().requires_grad_(True)
+        logits = self.run_D(real, c)
+        return r1_penalty(logits, real), logits
 
     @torch.no_grad()
     def update_ema(self, global_batch: int) -> float:
@@ -336,10 +327,18 @@ class StyleGAN2ADA(PhaseModule):
         return x, c
 
     def _step(self, opt, loss: Tensor, name: str) -> None:
+        """Stop on a non-finite loss, backward, step (gradients are sanitised in
+        :meth:`on_before_optimizer_step`)."""
         opt.zero_grad(set_to_none=True)
+        self.check_finite(**{name: loss})  # before backward: a bad loss changes no weights
         self.manual_backward(loss)
-        self.check_finite(**{name: loss})
         step_uncounted(opt)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """The official ``nan_to_num`` of the gradients, right before every optimizer step. Lightning
+        calls this after a mixed-precision gradient scaler has unscaled the gradients (and recorded
+        any overflow, so it still skips that step and lowers its scale)."""
+        sanitize_gradients(p for group in optimizer.param_groups for p in group["params"])
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         hp = self.hparams
@@ -382,15 +381,8 @@ class StyleGAN2ADA(PhaseModule):
         if step % hp.r1_interval == 0:
             gamma = self.r1_gamma(global_batch)
             if gamma > 0:
-                # R1 is taken w.r.t. the images D sees (augmented reals): torch's grid_sample, used
-                # by the augmentation, has no double backward on CUDA.
-                real = x.detach()
-                if self.augment_pipe is not None and float(self.augment_pipe.p) > 0:
-                    with torch.no_grad():
-                        real = self.augment_pipe(real)
-                real = real.requires_grad_(True)
-                logits = self.D(real, c)
-                penalty = r1_penalty(logits, real)
+                penalty, logits = self.r1(x, c)
+                self.accumulate_ada(logits)  # the official Dreg pass reports its real signs too
                 loss_r1 = (logits * 0 + (penalty * (gamma / 2)).unsqueeze(1)).mean() * hp.r1_interval
                 self._step(opt_d, loss_r1, "loss_Dr1")
                 logs["loss/r1"] = penalty.detach().mean()
@@ -411,3 +403,10 @@ class StyleGAN2ADA(PhaseModule):
         shown = ("loss/G", "loss/D")
         self.log_dict({k: v for k, v in logs.items() if k in shown}, prog_bar=True)
         self.log_dict({k: v for k, v in logs.items() if k not in shown})
+
+
+def _rename_old_ada_stats(state_dict, prefix, *args) -> None:
+    """Checkpoints written before the ADA controller was shared kept its statistics as ``ada_stats``."""
+    old, new = prefix + "ada_stats", prefix + "ada.stats"
+    if old in state_dict and new not in state_dict:
+        state_dict[new] = state_dict.pop(old)

@@ -5,13 +5,18 @@ import pickle
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 
 from multifeat.errors import CheckpointError, UnsafePickleError
 from multifeat.io.official_pickle import (
     OfficialObject,
+    StyleGAN3PickleError,
+    TensorFlowPickleError,
+    UnsupportedPickleError,
     build_augment_pipe,
+    identify_foreign_pickle,
     load_official_pickle,
     read_official_pickle,
 )
@@ -268,3 +273,95 @@ def test_easydict_arguments_of_real_training_runs_load(tmp_path, official_pkl, o
     assert type(G.init_kwargs["mapping_kwargs"]) is dict
     with torch.no_grad():
         assert (G(reference["z"], None) - reference["img_const"]).abs().max().item() <= 1e-4
+
+
+# -- other formats: legacy TensorFlow and StyleGAN3 pickles ----------------------------------------
+
+
+def _tf_network_class(monkeypatch, marker):
+    """A stand-in for ``dnnlib.tflib.network.Network``: pickles the way the TensorFlow release does
+    (``__getstate__`` -> version, name, kwargs, build module source, variables as numpy arrays)."""
+
+    class Network:
+        def __init__(self, name):
+            self.name = name
+
+        def __getstate__(self):
+            return {"version": 4, "name": self.name, "static_kwargs": {"resolution": 8},
+                    "build_module_src": f"open({str(marker)!r}, 'w').write('ran')\n",
+                    "build_func_name": f"{self.name}_main",
+                    "variables": [(f"{self.name}/4x4/Const/const", np.zeros((1, 8, 4, 4), np.float32))]}
+
+        def __setstate__(self, state):  # what the TensorFlow release does on a plain pickle.load
+            exec(state["build_module_src"], {})
+
+    for name in ("dnnlib", "dnnlib.tflib", "dnnlib.tflib.network"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    Network.__module__ = "dnnlib.tflib.network"
+    Network.__qualname__ = "Network"
+    sys.modules["dnnlib.tflib.network"].Network = Network
+    return Network
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4])
+def test_legacy_tensorflow_pickle_gets_conversion_advice(tmp_path, monkeypatch, protocol):
+    marker = tmp_path / "marker"
+    Network = _tf_network_class(monkeypatch, marker)
+    path = tmp_path / "stylegan2-ffhq-config-f.pkl"
+    path.write_bytes(pickle.dumps((Network("G"), Network("D"), Network("Gs")), protocol=protocol))
+    assert identify_foreign_pickle(path) == "tensorflow"
+    with pytest.raises(TensorFlowPickleError) as info:
+        load_official_pickle(path)
+    msg = str(info.value)
+    assert "legacy TensorFlow" in msg and "dnnlib.tflib.network.Network" in msg
+    assert f"legacy.py --source={path} --dest=" in msg
+    assert isinstance(info.value, (UnsupportedPickleError, CheckpointError)) and not isinstance(info.value,
+                                                                                                UnsafePickleError)
+    assert not marker.exists()
+    pickle.loads(path.read_bytes())  # control: the TensorFlow release's own unpickling runs the module source
+    assert marker.exists()
+
+
+def _stylegan3_like(Persistent, with_numpy: bool):
+    """Official persistence records shaped like a StyleGAN3 generator: synthesis.input is a SynthesisInput
+    (its real state holds numpy arrays, e.g. ``size``), synthesis.L0_36_512 a SynthesisLayer."""
+    src = "class SynthesisInput(torch.nn.Module):\n    pass  # stand-in source, never run\n"
+
+    def obj(class_name, modules=None, extra=None):
+        state = {"training": False, "_parameters": {}, "_buffers": {}, "_non_persistent_buffers_set": set(),
+                 "_modules": dict(modules or {}), "_init_args": (), "_init_kwargs": {}}
+        state.update(extra or {})
+        return Persistent({"type": "class", "version": 6, "module_src": src, "class_name": class_name,
+                           "state": state})
+
+    extra = {"size": np.array([36, 36])} if with_numpy else {"w_dim": 8}
+    synthesis = obj("SynthesisNetwork", {"input": obj("SynthesisInput", extra=extra),
+                                         "L0_36_512": obj("SynthesisLayer")})
+    gen = obj("Generator", {"synthesis": synthesis, "mapping": obj("MappingNetwork")},
+              {"_init_kwargs": {"z_dim": 8, "w_dim": 8, "c_dim": 0, "img_resolution": 16, "img_channels": 3}})
+    return {"G": gen, "D": None, "G_ema": gen, "augment_pipe": None, "training_set_kwargs": {"resolution": 16}}
+
+
+@pytest.mark.parametrize("with_numpy", [True, False])
+def test_stylegan3_pickle_names_the_architecture(tmp_path, official_persistence, with_numpy):
+    path = tmp_path / "stylegan3-t-ffhq-1024x1024.pkl"
+    path.write_bytes(pickle.dumps(_stylegan3_like(official_persistence, with_numpy), protocol=4))
+    assert identify_foreign_pickle(path) == "stylegan3"
+    with pytest.raises(StyleGAN3PickleError) as info:
+        load_official_pickle(path)
+    msg = str(info.value)
+    assert "StyleGAN3" in msg and "training.networks_stylegan3" in msg and "SynthesisInput" in msg
+    assert "StyleGAN2-ADA" in msg and "Nothing in this file was run" in msg
+    assert not isinstance(info.value, UnsafePickleError)
+
+
+def test_official_and_unsafe_pickles_are_not_mistaken_for_other_formats(tmp_path, official_pkl):
+    assert identify_foreign_pickle(official_pkl) is None
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(_raw_global_pickle("os", "system", "true"))
+    assert identify_foreign_pickle(evil) is None
+    with pytest.raises(UnsafePickleError):
+        load_official_pickle(evil)
+    garbage = tmp_path / "garbage.pkl"
+    garbage.write_bytes(b"\x80\x04not a pickle")
+    assert identify_foreign_pickle(garbage) is None

@@ -27,7 +27,7 @@ def setup(tmp_path):
     return tmp_path, _folder(tmp_path / "a", 2, 0), _folder(tmp_path / "b", 2, 1)
 
 
-FAST = ["--steps", "4", "--w-avg-samples", "64", "--no-progress"]
+FAST = ["--steps", "4", "--w-avg-samples", "64", "--no-progress", "--perceptual", "pixel"]
 
 
 def test_mix_writes_every_output(setup):
@@ -114,3 +114,28 @@ def test_clear_errors(setup, capsys):
     assert "--guided needs --classifier-a" in capsys.readouterr().err
     assert cli_main(["mix", "--generator", str(tmp / "missing.pkl"), "--a", str(a), "--b", str(b), "--out", str(tmp / "o")]) == 2
     assert "generator file" in capsys.readouterr().err
+
+
+def test_default_lpips_without_weight_files_is_a_clear_error(setup, capsys, monkeypatch):
+    import importlib.util
+
+    from multifeat.commands.mix import PERCEPTUAL_CHOICES
+    from multifeat.mixing.distance import DISTANCE_ALIASES, DISTANCE_KINDS
+
+    assert PERCEPTUAL_CHOICES == (*DISTANCE_KINDS, *DISTANCE_ALIASES)
+    tmp, a, b = setup
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp / "hub"))  # nothing cached
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "lpips" else real_find_spec(name, *a, **k))
+    out = tmp / "o"
+    base = ["mix", "--generator", str(tmp / "g.pt"), "--a", str(a), "--b", str(b), "--out", str(out),
+            "--steps", "4", "--w-avg-samples", "64", "--no-progress"]
+    for extra in ([], ["--perceptual", "lpips"], ["--distance", "auto"]):
+        assert cli_main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert "vgg16-397923af.pth" in err and "weights/v0.1/vgg.pth" in err and "--perceptual pixel" in err
+        assert not out.exists()  # refused before anything was written
+    # the former option name and value still work
+    assert cli_main(base + ["--distance", "pixel-gradient"]) == 0
+    assert json.loads((out / "scores.json").read_text())["distance"] == "pixel-gradient"

@@ -15,7 +15,7 @@ from multifeat.nets.stylegan2.augment import (
     AdaptiveP,
     AugmentParams,
     AugmentPipe,
-    ada_adjustment,
+    ada_adjust,
     augment_pipe_from_preset,
     geometric_matrix,
 )
@@ -355,56 +355,78 @@ def test_resampled_identity_like_transform_stays_close():
 # -- ADA controller -------------------------------------------------------------------------------
 
 
-def test_ada_adjustment_formula():
-    assert ada_adjustment(0.9, 64 * 4) == pytest.approx(64 * 4 / 500_000)
-    assert ada_adjustment(0.1, 64 * 4) == pytest.approx(-64 * 4 / 500_000)
-    assert ada_adjustment(0.6, 256) == 0
+def test_ada_rule_is_the_official_formula_worked_by_hand():
+    # official: p <- max(0, p + sign(r_t - target) * batch_size * ada_interval / (ada_kimg * 1000))
+    assert ada_adjust(0.0, 0.9, 64) == pytest.approx(64 * 4 / 500_000)  # 0.000512
+    assert ada_adjust(0.5, 0.1, 64) == pytest.approx(0.5 - 0.000512)
+    assert ada_adjust(0.0002, 0.1, 64) == 0.0  # lower clamp only
+    assert ada_adjust(0.9999, 1.0, 64, interval=4, target=0.6, ada_kimg=0.1) == pytest.approx(0.9999 + 2.56)  # no upper clamp
+    assert ada_adjust(0.3, 0.6, 256) == 0.3  # exactly on target: sign 0
+    assert ada_adjust(0.0, 0.7, 32, interval=2, target=0.6, ada_kimg=100) == pytest.approx(32 * 2 / 100_000)
 
 
-def test_adaptive_p_follows_rule_on_scripted_outputs():
+def test_adaptive_p_follows_the_rule_on_scripted_outputs():
     pipe = AugmentPipe(xflip=1)
     ada = AdaptiveP(pipe, target=0.6, interval=4, ada_kimg=0.05)  # step = 8 * 4 / 50 = 0.64
     step = 8 * 4 / 50
-    plus = torch.ones(8, 1)  # r_t = 1 > 0.6
-    minus = -torch.ones(8, 1)  # r_t = -1
-    mixed = torch.tensor([1.0] * 5 + [-1.0] * 3)  # r_t = 0.25
-    script = [plus] * 4 + [plus] * 4 + [minus] * 4 + [mixed, plus, plus, plus] + [plus] * 4
-    expected_after = {4: step, 8: 1.0, 12: 1.0 - step, 16: 1.0, 20: 1.0}  # clamped at 1
-    # interval 4 of (mixed, plus, plus, plus): r_t = (2 + 24) / 32 = 0.8125 > 0.6 -> up
-    for i, logits in enumerate(script, start=1):
-        rt = ada.update(logits)
-        if i % 4:
-            assert rt is None
-        else:
-            assert ada.p == pytest.approx(expected_after[i]) and float(pipe.p) == pytest.approx(
-                expected_after[i]
-            )
-    assert ada.last_rt == pytest.approx(1.0)
+    plus, minus = torch.ones(8, 1), -torch.ones(8, 1)
+    mixed = torch.tensor([1.0] * 5 + [-1.0] * 2 + [0.0])  # signs sum 3 over 8 logits (sign(0) = 0)
+    expected_p = [step, 2 * step, step, 2 * step]
+    expected_rt = [1.0, 1.0, -1.0, (3 + 24) / 32]
+    batches = [[plus] * 4, [plus] * 4, [minus] * 4, [mixed, plus, plus, plus]]
+    for logits_of_interval, p, rt in zip(batches, expected_p, expected_rt):
+        for logits in logits_of_interval:
+            ada.accumulate(logits)
+        assert ada.adjust(batch_size=8) == pytest.approx(rt)
+        assert ada.p == pytest.approx(p) and float(pipe.p) == pytest.approx(p)
+        assert float(ada.stats.abs().sum()) == 0  # cleared
+    assert ada.last_rt == pytest.approx(27 / 32)
+    assert ada.adjust(8) is None  # nothing accumulated: nothing to decide
+    # extra passes over reals in an interval (e.g. the R1 pass) only add to the statistics; the step
+    # size stays batch * interval
+    pipe.p.fill_(0.0)
+    for logits in [plus] * 5:
+        ada.accumulate(logits)
+    ada.adjust(batch_size=8)
+    assert ada.p == pytest.approx(step)
 
-    ada2 = AdaptiveP(None, interval=2, ada_kimg=0.01)  # step = 4 * 2 / 10 = 0.8
-    seq = []
-    for logits in [-torch.ones(4)] * 2 + [torch.ones(4)] * 4 + [-torch.ones(4)] * 6:
-        if ada2.update(logits) is not None:
-            seq.append(round(ada2.p, 6))
-    assert seq == [0.0, 0.8, 1.0, 0.2, 0.0, 0.0]
+    down = AdaptiveP(None, interval=2, ada_kimg=0.01)  # no pipe: statistics only
+    down.accumulate(-torch.ones(4))
+    assert down.adjust(4) == -1.0 and down.p == 0.0
 
 
-def test_adaptive_p_reduces_across_processes_and_fixed_p():
+def test_adaptive_p_reduces_across_processes_fixed_target_and_state():
     calls = []
 
-    def fake_all_reduce(t):  # two identical processes: sums double
+    def fake_all_reduce(t):  # another process saw only negative logits
         calls.append(t.clone())
-        t.mul_(2)
+        t.add_(torch.tensor([-4.0, 4.0], dtype=torch.float64))
 
-    ada = AdaptiveP(None, interval=1, ada_kimg=0.1, reduce_fn=fake_all_reduce)
-    ada.update(torch.tensor([1.0, 1.0, 1.0, 1.0]))
-    assert calls[0].tolist() == [4.0, 4.0, 4.0]  # sum of signs, outputs, images
-    assert ada.p == pytest.approx(8 / 100)  # 2 processes x 4 images
-    fixed = AdaptiveP(AugmentPipe(), fixed_p=0.25, interval=1)
+    pipe = AugmentPipe(xflip=1, p=0.5)
+    ada = AdaptiveP(pipe, interval=1, ada_kimg=0.1, reduce_fn=fake_all_reduce)
+    ada.accumulate(torch.tensor([1.0, 1.0, 1.0, -1.0]))
+    assert ada.adjust(8) == pytest.approx((2 - 4) / 8)  # r_t of the summed statistics
+    assert calls[0].tolist() == [2.0, 4.0]
+    assert ada.p == pytest.approx(0.5 - 8 / 100)
+
+    fixed = AdaptiveP(AugmentPipe(p=0.25), target=None, interval=1)
     for _ in range(3):
-        assert fixed.update(torch.ones(4)) == 1.0
-    assert fixed.p == 0.25 and float(fixed.pipe.p) == 0.25
-    state = ada.state_dict()
-    other = AdaptiveP(None, interval=1)
-    other.load_state_dict(state)
-    assert other.p == ada.p and other.steps == ada.steps
+        fixed.accumulate(torch.ones(4))
+        assert fixed.adjust(4) == 1.0
+    assert fixed.p == 0.25
+
+    # the statistics are a buffer (saved with the owner); the pipe is not a sub-module
+    owner = torch.nn.Module()
+    owner.pipe = AugmentPipe(xflip=1)
+    owner.ada = AdaptiveP(owner.pipe)
+    owner.ada.accumulate(torch.tensor([1.0, -1.0, 1.0]))
+    assert sorted(owner.state_dict()) == ["ada.stats", "pipe.p"]
+    other = torch.nn.Module()
+    other.pipe = AugmentPipe(xflip=1)
+    other.ada = AdaptiveP(other.pipe)
+    other.load_state_dict(owner.state_dict())
+    assert other.ada.stats.tolist() == [1.0, 3.0]
+    with pytest.raises(ConfigError, match="interval"):
+        AdaptiveP(None, interval=0)
+    with pytest.raises(ConfigError, match="ada_kimg"):
+        AdaptiveP(None, ada_kimg=0)

@@ -59,7 +59,7 @@ __all__ = [
     "AdaptiveP",
     "AugmentParams",
     "AugmentPipe",
-    "ada_adjustment",
+    "ada_adjust",
     "augment_pipe_from_preset",
 ]
 
@@ -534,18 +534,22 @@ def augment_pipe_from_preset(name: str = "bgc", p: float = 0.0, **overrides: flo
 
 
 # ----------------------------------------------------------------------------------------------
-# The ADA heuristic.
+# The ADA heuristic (official ``training_loop.py``): the one controller of ``p`` in this package.
 
 
-def ada_adjustment(sign_mean: float, num_images: int, target: float = 0.6, ada_kimg: float = 500) -> float:
-    """Change of ``p`` after one ADA interval: ``sign(r_t - target) * num_images / (ada_kimg * 1000)``.
+def ada_adjust(p: float, sign_mean: float, batch_size: int, interval: int = 4, target: float = 0.6,
+               ada_kimg: float = 500) -> float:
+    """New ``p`` after one ADA interval, as in the official training loop:
 
-    ``sign_mean`` is r_t = E[sign(D(real))] over the interval, ``num_images`` the number of real
-    images seen in it (batch size x interval, summed over processes).
+    ``max(0, p + sign(r_t - target) * batch_size * interval / (ada_kimg * 1000))``
+
+    ``sign_mean`` is ``r_t = E[sign(D(real))]`` over the interval (every real logit D produced,
+    summed over processes), ``batch_size`` the global batch size. Only the lower bound 0 is enforced
+    (the official rule has no upper clamp; probabilities ``multiplier * p`` above 1 act as 1).
     """
     diff = sign_mean - target
     sgn = (diff > 0) - (diff < 0)
-    return sgn * num_images / (ada_kimg * 1000)
+    return max(0.0, p + sgn * batch_size * interval / (ada_kimg * 1000))
 
 
 ReduceFn = Callable[[Tensor], "Tensor | None"]
@@ -557,99 +561,79 @@ def _default_reduce(t: Tensor) -> Tensor:
     return t
 
 
-class AdaptiveP:
-    """The ADA controller of the augmentation probability ``p``.
+class AdaptiveP(nn.Module):
+    """The ADA controller of an augmentation pipe's ``p`` (official rule, see :func:`ada_adjust`).
 
-    Call :meth:`update` once per discriminator step with the discriminator's outputs on (augmented)
-    real images. Every ``interval`` calls, the accumulated ``r_t = mean(sign(D(real)))`` is compared
-    with ``target`` and ``p`` moves by ``± (images seen in the interval) / (ada_kimg * 1000)``
-    (= ``batch * interval / (ada_kimg * 1000)``), clamped to [0, ``p_max``]; the accumulators reset.
+    Use: :meth:`accumulate` the discriminator's logits of every pass over (augmented) real images,
+    and call :meth:`adjust` once every ``interval`` batches with the global batch size. ``adjust``
+    sums the statistics across processes, computes ``r_t = E[sign(D(real))]``, moves ``p`` and
+    clears the statistics. Its state (the statistics) is a buffer, so it is saved with its owner.
 
     Args:
-        pipe: an :class:`AugmentPipe` whose ``p`` buffer is read and written (or None: the value is
-            kept here; read it from :attr:`p`).
-        target: 0.6. interval: 4 steps. ada_kimg: 500 (p can move from 0 to 1 in 500k images).
-        fixed_p: if given, ``p`` is set to it and never adjusted (statistics are still collected).
-        p_max: upper clamp (1.0).
-        reduce_fn: sums a float tensor [3] across processes, in place or by returning the result.
+        pipe: the :class:`AugmentPipe` whose ``p`` buffer is read and written (None: statistics only).
+            It is referenced, not registered as a sub-module (its ``p`` stays under the owner's key).
+        target: ``r_t`` the rule aims at (official 0.6); None keeps ``p`` fixed and only reports ``r_t``.
+        interval: batches between adjustments (official 4); enters the step size.
+        ada_kimg: thousands of images for ``p`` to move by 1 (official 500).
+        reduce_fn: sums a float64 tensor ``[2]`` across processes, in place or by returning the result.
             Default: ``torch.distributed.all_reduce`` when a process group is initialised, else none.
-            Every process must call :meth:`update` equally often.
     """
 
     def __init__(
         self,
         pipe: AugmentPipe | None = None,
-        target: float = 0.6,
+        target: float | None = 0.6,
         interval: int = 4,
         ada_kimg: float = 500,
-        fixed_p: float | None = None,
-        p_max: float = 1.0,
         reduce_fn: ReduceFn | None = None,
-        initial_p: float = 0.0,
     ) -> None:
-        if interval < 1:
+        super().__init__()
+        if int(interval) < 1:
             raise ConfigError(f"AdaptiveP: interval={interval!r} must be >= 1")
-        if ada_kimg <= 0:
+        if not ada_kimg > 0:
             raise ConfigError(f"AdaptiveP: ada_kimg={ada_kimg!r} must be > 0")
-        if fixed_p is not None and not 0 <= fixed_p <= p_max:
-            raise ConfigError(f"AdaptiveP: fixed_p={fixed_p!r} must lie in [0, {p_max}]")
-        self.pipe = pipe
-        self.target, self.interval, self.ada_kimg = float(target), int(interval), float(ada_kimg)
-        self.fixed_p, self.p_max = fixed_p, float(p_max)
+        if target is not None and not math.isfinite(float(target)):
+            raise ConfigError(f"AdaptiveP: target={target!r} must be a finite number or None")
+        self.__dict__["_pipe"] = pipe  # plain attribute: not a sub-module
+        self.target = None if target is None else float(target)
+        self.interval, self.ada_kimg = int(interval), float(ada_kimg)
         self.reduce_fn = reduce_fn or _default_reduce
-        self._p = float(pipe.p) if pipe is not None else float(initial_p)
-        if fixed_p is not None:
-            self.p = fixed_p
-        self._acc = torch.zeros(3, dtype=torch.float64)  # sum of signs, number of outputs, number of images
-        self.steps = 0
+        self.register_buffer("stats", torch.zeros(2, dtype=torch.float64))  # sum of signs, number of logits
         self.last_rt: float | None = None
 
     @property
+    def pipe(self) -> AugmentPipe | None:
+        return self.__dict__["_pipe"]
+
+    @property
     def p(self) -> float:
-        return float(self.pipe.p) if self.pipe is not None else self._p
+        """The pipe's current ``p`` (0 without a pipe)."""
+        return float(self.pipe.p) if self.pipe is not None else 0.0
 
-    @p.setter
-    def p(self, value: float) -> None:
-        self._p = float(value)
-        if self.pipe is not None:
-            self.pipe.p.fill_(float(value))
+    def extra_repr(self) -> str:
+        return f"target={self.target}, interval={self.interval}, ada_kimg={self.ada_kimg:g}"
 
-    def update(self, real_logits: Tensor) -> float | None:
-        """Accumulate ``sign(real_logits)`` ([B] or [B, 1]); every ``interval``-th call adjust ``p``.
-
-        Returns r_t when ``p`` was (or, with ``fixed_p``, would have been) adjusted this call, else None.
-        """
+    @torch.no_grad()
+    def accumulate(self, real_logits: Tensor) -> None:
+        """Add ``sign(real_logits)`` (any shape; every element counts, ``sign(0) = 0``) to the statistics."""
         x = real_logits.detach()
-        self._acc += torch.stack(
-            [
-                x.sign().sum().double().cpu(),
-                torch.tensor(float(x.numel()), dtype=torch.float64),
-                torch.tensor(float(x.shape[0]) if x.ndim else 1.0, dtype=torch.float64),
-            ]
-        )
-        self.steps += 1
-        if self.steps % self.interval:
-            return None
-        stats = self._acc.clone()
-        if real_logits.device.type != "cpu":
-            stats = stats.to(real_logits.device)
+        signs = x.sign().sum(dtype=torch.float64).to(self.stats.device)  # no host sync on accelerators
+        self.stats[0] += signs
+        self.stats[1] += float(x.numel())
+
+    @torch.no_grad()
+    def adjust(self, batch_size: int) -> float | None:
+        """End of an interval: returns ``r_t`` (None if nothing was accumulated) and, with a pipe and
+        a target, sets ``p`` to :func:`ada_adjust` of it. ``batch_size``: global batch size."""
+        stats = self.stats.clone()
         reduced = self.reduce_fn(stats)
         stats = (reduced if reduced is not None else stats).cpu()
-        self._acc.zero_()
+        self.stats.zero_()
         if stats[1] <= 0:
             return None
         rt = float(stats[0] / stats[1])
         self.last_rt = rt
-        if self.fixed_p is None:
-            adjust = ada_adjustment(rt, int(stats[2]), self.target, self.ada_kimg)
-            self.p = min(max(self.p + adjust, 0.0), self.p_max)
+        if self.pipe is not None and self.target is not None:
+            new_p = ada_adjust(self.p, rt, int(batch_size), self.interval, self.target, self.ada_kimg)
+            self.pipe.p.fill_(new_p)
         return rt
-
-    def state_dict(self) -> dict:
-        return {"p": self.p, "steps": self.steps, "acc": self._acc.tolist(), "last_rt": self.last_rt}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.p = self.fixed_p if self.fixed_p is not None else float(state["p"])
-        self.steps = int(state["steps"])
-        self._acc = torch.tensor(state["acc"], dtype=torch.float64)
-        self.last_rt = state.get("last_rt")
