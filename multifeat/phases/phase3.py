@@ -57,7 +57,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,29 @@ def _weights(value: Sequence[float], name: str, n: int) -> list[float]:
     if len(w) != n or any(v < 0 for v in w) or sum(w) <= 0:
         raise ConfigError(f"{name} must be {n} non-negative numbers with a positive sum, got {list(value)}")
     return w
+
+
+@contextmanager
+def _own_hparams() -> Iterator[None]:
+    """Let modules built inside Phase3GAN's ``__init__`` record their own hyper-parameters.
+
+    LightningCLI builds the configured module inside a context that hands *its* init arguments to
+    ``save_hyperparameters``; any LightningModule constructed while that context is open (here: the
+    Phase-1 and Phase-2 modules read from ``g1_ckpt`` / ``d2_ckpt``) would otherwise record Phase 3's
+    arguments instead of its own (e.g. ``image_size=None`` for D2). The context is cleared for the
+    duration of the nested builds and restored after.
+    """
+    from lightning.pytorch.core.mixins import hparams_mixin
+
+    given = getattr(hparams_mixin, "_given_hyperparameters", None)
+    if given is None:  # a Lightning without that context: nothing leaks into nested modules
+        yield
+        return
+    token = given.set(None)
+    try:
+        yield
+    finally:
+        given.reset(token)
 
 
 def _freeze(module: nn.Module) -> nn.Module:
@@ -248,8 +272,9 @@ class Phase3GAN(PhaseModule):
                 "train phase 2 at the image size of phase 1"
             )
         del ck1, ck2
-        p1 = load_phase_module(g1_path, expect_phase="phase1")
-        p2 = load_phase_module(d2_path, expect_phase="phase2")
+        with _own_hparams():
+            p1 = load_phase_module(g1_path, expect_phase="phase1")
+            p2 = load_phase_module(d2_path, expect_phase="phase2")
         use_ema = bool(hp.g1_use_ema) and getattr(p1, "ema", None) is not None
         g1 = p1.ema.module if use_ema else p1.generator
         d1 = p1.discriminator
@@ -293,7 +318,8 @@ class Phase3GAN(PhaseModule):
         try:
             g1 = DCGANGenerator(**arch["g1"])
             d3 = DCGANDiscriminator(**arch["d3"])
-            d2 = _rebuild(arch["d2"]["class_path"], arch["d2"]["hparams"])
+            with _own_hparams():
+                d2 = _rebuild(arch["d2"]["class_path"], arch["d2"]["hparams"])
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"Phase3GAN: the recorded architecture is incomplete or unreadable ({e})") from e
         size = g1.image_size
