@@ -75,6 +75,11 @@ from multifeat.nets.growth import GrownGenerator, normalise_add_blocks, parse_po
 from multifeat.phases.base import PhaseModule
 from multifeat.phases.phase1 import _betas, batch_images, step_uncounted
 
+class ScheduleWarning(UserWarning):
+    """The run's length (``max_epochs`` / ``max_steps``) never reaches ``snapshot_epoch``: no H, no
+    data switch, no AdaIN; the run trains G3 on feature-2 images only."""
+
+
 #: where each input checkpoint comes from, for error messages: key -> (phase number, config)
 _PRODUCERS = {"g1_ckpt": (1, "experiments/phase1.yaml"), "d2_ckpt": (2, "experiments/phase2.yaml")}
 
@@ -407,6 +412,42 @@ class Phase3GAN(PhaseModule):
                 f"Phase3GAN switches to feature-1 data at epoch {s}, but the data module ({type(dm).__name__}) does "
                 "not switch; use multifeat.data.switching.SwitchingDataModule for the paper's schedule"
             )
+
+    def on_train_start(self) -> None:
+        """Warn (:class:`ScheduleWarning`) when ``max_epochs`` / ``max_steps`` end the run before the snapshot."""
+        message = self.snapshot_schedule_problem(
+            self.trainer.max_epochs, self.trainer.max_steps, self.trainer.num_training_batches,
+            int(self.current_epoch), int(self.global_step),
+        )
+        if message:
+            rank_zero_warn(message, category=ScheduleWarning)
+
+    def snapshot_schedule_problem(self, max_epochs: int | None, max_steps: int | None, batches_per_epoch: float,
+                                  epoch: int = 0, step: int = 0) -> str | None:
+        """Why a run of this length starting at ``epoch`` / ``step`` never reaches ``snapshot_epoch``
+        (one line), or None when it does (or there is no snapshot, or it was taken already).
+
+        The snapshot is taken at the start of epoch ``snapshot_epoch`` (0-based), i.e. after
+        ``snapshot_epoch`` finished epochs: ``max_epochs <= snapshot_epoch`` never gets there, nor does
+        ``max_steps <= step + (snapshot_epoch - epoch) * batches_per_epoch`` (one step per batch).
+        """
+        s = self.hparams.snapshot_epoch
+        if s is None or bool(self.snapshot_taken):
+            return None
+        s = int(s)
+        tail = "so there is no snapshot H, no data switch to feature 1 and no AdaIN"
+        if max_epochs is not None and 0 <= max_epochs <= s:
+            return (f"Phase3GAN: snapshot_epoch={s} is never reached: max_epochs={max_epochs} stops the run after epoch "
+                    f"{max_epochs - 1} (epochs count from 0), {tail}; set snapshot_epoch below max_epochs "
+                    f"(e.g. --model.init_args.snapshot_epoch {max(0, (max_epochs * 5) // 8)}) or raise max_epochs")
+        finite = batches_per_epoch is not None and batches_per_epoch != float("inf") and batches_per_epoch > 0
+        if max_steps is not None and max_steps >= 0 and finite:
+            need = int(step + max(0, s - epoch) * int(batches_per_epoch))
+            if max_steps <= need:
+                return (f"Phase3GAN: snapshot_epoch={s} is never reached: max_steps={max_steps} ends the run before step "
+                        f"{need + 1} ({int(batches_per_epoch)} batches per epoch), {tail}; set max_steps above {need} "
+                        "or lower snapshot_epoch")
+        return None
 
     # ------------------------------------------------------------------------------------- generation
     def _combine(self, z: torch.Tensor, hook=None) -> torch.Tensor:
