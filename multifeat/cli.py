@@ -5,7 +5,7 @@ LightningModule / LightningDataModule of this package (or of yours, by full ``cl
 named in a YAML config::
 
     multifeat fit --config experiments/phase1.yaml
-    lightning fit --config experiments/phase3.yaml --trainer.max_epochs 5
+    lightning fit --config experiments/phase3.yaml --trainer.max_epochs 5 --model.init_args.snapshot_epoch 3
 
 The package's own commands (``pipeline``, ``generate``, ``mix``, ``evaluate``, ``bench``, ``faces``)
 live in ``multifeat/commands/<name>.py``, each with a ``main(argv) -> int``.
