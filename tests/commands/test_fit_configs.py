@@ -111,7 +111,7 @@ CELEBA = {  # the generated CelebA-like tree: CPU, float32, no loader workers, 1
     "phase1.yaml": ["--model.init_args.image_size", "16", "--data.init_args.image_size", "16", "--model.init_args.num_fixed", "4",
                     "--model.init_args.g_width", "8", "--model.init_args.d_width", "8"],
     "phase2.yaml": ["--model.init_args.image_size", "16", "--data.init_args.image_size", "16"],
-    "phase3.yaml": ["--data.init_args.image_size", "16"],
+    "phase3.yaml": ["--data.init_args.image_size", "16", "--model.init_args.add_blocks", "{16: 1}"],  # G1 has no 32 px stage
     "stylegan2.yaml": ["--model.init_args.image_size", "16", "--data.init_args.image_size", "16", "--model.init_args.num_fp16_res", "0"],
 }
 CPU = ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--data.init_args.num_workers", "0",
@@ -182,7 +182,7 @@ def test_every_config_fits_into_its_own_run_folder(tmp_path, folder):
     assert configs
     extra = SYNTHETIC
     if folder.endswith("celeba"):
-        make_celeba(tmp_path / "data", n=240, size=(16, 20))  # `root: data` of the CelebA configs
+        make_celeba(tmp_path / "data", n=480, size=(16, 20))  # `root: data` of the CelebA configs
         extra = CELEBA
     expected = set()
     for cfg_path in configs:
