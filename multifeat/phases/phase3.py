@@ -75,6 +75,7 @@ from multifeat.nets.growth import GrownGenerator, normalise_add_blocks, parse_po
 from multifeat.phases.base import PhaseModule
 from multifeat.phases.phase1 import _betas, batch_images, step_uncounted
 
+
 class ScheduleWarning(UserWarning):
     """The run's length (``max_epochs`` / ``max_steps``) never reaches ``snapshot_epoch``: no H, no
     data switch, no AdaIN; the run trains G3 on feature-2 images only."""
