@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -30,7 +31,7 @@ import torch
 from multifeat.errors import ConfigError, DataError
 from multifeat.eval import metrics as M
 from multifeat.eval.features import EvaluatorFeatures, extract_features, select_extractor
-from multifeat.utils.files import atomic_write_text, ensure_writable_dir
+from multifeat.utils.files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from multifeat.utils.images import save_grid
 
 #: Seed of the SyntheticFaces draw used as real reference images (apart from training and evaluator seeds).
@@ -129,17 +130,6 @@ def check_evaluator_matches(evaluator_src: dict[str, Any] | None, data_src: dict
     )
 
 
-def _record_data_source(source: str, root: str | None):
-    """A Lightning callback that stores ``{"source", "root"}`` as ``checkpoint["multifeat"]["data_source"]``."""
-    from lightning.pytorch import Callback
-
-    class RecordDataSource(Callback):
-        def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-            checkpoint.setdefault("multifeat", {})["data_source"] = {"source": source, "root": root}
-
-    return RecordDataSource()
-
-
 def cached_celeba_evaluator(
     root: str | os.PathLike,
     image_size: int,
@@ -185,13 +175,18 @@ def cached_celeba_evaluator(
         model = AttributeEvaluator(image_size=int(image_size), attributes=list(attributes), width=width, max_width=max_width)
         trainer = L.Trainer(max_steps=max_steps, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                            default_root_dir=str(folder), callbacks=[_record_data_source("celeba", root_abs)])
+                            default_root_dir=str(folder))
         trainer.fit(model, datamodule=dm)
         trainer.validate(model, datamodule=dm, verbose=False)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             trainer.save_checkpoint(tmp, weights_only=True)
-            os.replace(tmp, path)
+            # record the data source where every multifeat checkpoint keeps its metadata
+            ckpt = torch.load(tmp, map_location="cpu", weights_only=False)  # the file written just above
+            ckpt.setdefault("multifeat", {})["data_source"] = {"source": "celeba", "root": root_abs}
+            buf = io.BytesIO()
+            torch.save(ckpt, buf)
+            atomic_write_bytes(path, buf.getvalue())
         finally:
             if tmp.exists():
                 tmp.unlink()
