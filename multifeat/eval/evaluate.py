@@ -182,7 +182,9 @@ def cached_celeba_evaluator(
         try:
             trainer.save_checkpoint(tmp, weights_only=True)
             # record the data source where every multifeat checkpoint keeps its metadata
-            ckpt = torch.load(tmp, map_location="cpu", weights_only=False)  # the file written just above
+            from multifeat.io.checkpoints import load_checkpoint
+
+            ckpt = load_checkpoint(tmp)  # weights-only read of the file written just above
             ckpt.setdefault("multifeat", {})["data_source"] = {"source": "celeba", "root": root_abs}
             buf = io.BytesIO()
             torch.save(ckpt, buf)
