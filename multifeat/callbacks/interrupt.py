@@ -99,25 +99,39 @@ class InterruptCheckpoint(Callback):
         self.signum = int(signum)
 
     def _install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread
+        if self._previous or threading.current_thread() is not threading.main_thread():
+            return  # installed already; or not possible (signal handlers belong to the main thread)
         for s in EXIT_CODES:
             self._previous[s] = signal.getsignal(s)
             signal.signal(s, self._handler)
 
     def _restore(self) -> None:
         for s, h in self._previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
+            if signal.getsignal(s) == self._handler:  # Lightning may have restored its predecessors already
+                signal.signal(s, h if h is not None else signal.SIG_DFL)
         self._previous = {}
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # after Lightning registered its own SIGTERM handler (which would end the run with status 0)
         self.signum = None
+        self._previous = {}
+
+    # Lightning registers its own SIGTERM handler (which ends the fit with status 0) after on_fit_start,
+    # just before the sanity check and the training start: replace it there.
+    def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._install()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._install()
+        signum = self._pending(trainer)
+        if signum:  # the signal came during the sanity check
+            self._stop(trainer, signum)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             self._restore()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._restore()  # the fit ends without the teardown hooks
 
     # ------------------------------------------------------------------------------ checks
     def _pending(self, trainer: Trainer) -> int | None:

@@ -158,3 +158,42 @@ def test_sigint_during_multifeat_fit_saves_exits_130_and_resumes_exactly(tmp_pat
     assert ca["state_dict"].keys() == cb["state_dict"].keys()
     for k in ca["state_dict"]:
         assert torch.equal(ca["state_dict"][k], cb["state_dict"][k]), k
+
+
+# ---------------------------------------------------------------------------------------------- in process
+def test_signal_in_a_step_saves_at_that_step_and_restores_the_handlers(tmp_path):
+    """SIGTERM sent during batch 3: the checkpoint holds 3 batches, Lightning never sees the signal
+    (it would end the fit with status 0), and the process's handlers are back in place afterwards."""
+    import lightning as L
+    from lightning.pytorch import Callback
+
+    from multifeat.callbacks.interrupt import InterruptCheckpoint, RunInterrupted
+    from multifeat.data import AttributeDataModule
+    from multifeat.phases.attribute_evaluator import AttributeEvaluator
+
+    class SignalAt(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    said: list[str] = []
+    dm = AttributeDataModule(source="synthetic", image_size=16, num_samples=48, batch_size=8, val_fraction=0.0)
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, default_root_dir=str(tmp_path),
+                        callbacks=[SignalAt(), InterruptCheckpoint(label="unit", resume_command="rerun it", say=said.append)])
+    with pytest.raises(RunInterrupted) as info:
+        trainer.fit(AttributeEvaluator(image_size=16, width=4, max_width=8), datamodule=dm)
+    assert info.value.code == 143 and info.value.step == 3
+    assert not trainer.received_sigterm
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert said == [f"unit interrupted by SIGTERM at step 3 (epoch 0); checkpoint {ckpt}; resume with: rerun it"]
+    assert _loops(ckpt) == (3, 3)
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_default_resume_command_replaces_an_earlier_ckpt_path(monkeypatch):
+    from multifeat.callbacks.interrupt import default_resume_command
+
+    monkeypatch.setattr(sys, "argv", ["multifeat", "fit", "--config", "a b.yaml", "--ckpt_path", "old.ckpt", "--trainer.max_steps=5"])
+    assert default_resume_command("x/last.ckpt") == "multifeat fit --config 'a b.yaml' --trainer.max_steps=5 --ckpt_path x/last.ckpt"
