@@ -3,7 +3,7 @@
 Usage::
 
     multifeat pipeline --config experiments/method_a.yaml [--run-dir runs/demo]
-                       [--set phase1.trainer.max_epochs=2 --set phase3.model.f=hinge ...]
+                       [--set phase1.trainer.max_epochs=2 --set phase3.model.f=hinge ...] [--verbose]
 
 Run folder (``--run-dir``, default ``runs/<name>``)::
 
@@ -12,13 +12,17 @@ Run folder (``--run-dir``, default ``runs/<name>``)::
     phase3/{checkpoints,samples}             G3/D3/D2/H, sample grids
     eval/{report.md,metrics.json,grids/}     feature rates, joint rate, FID/KID (multifeat evaluate)
     summary.md, summary.json                 what ran, where everything went, the key numbers
+    pipeline.log                             what Lightning, W&B and the evaluation printed (``--verbose``: the console)
 
 Every phase folder gets ``config.json`` (the settings it ran with) and, once finished, ``done.json``.
 A phase is **finished** when ``checkpoints/final.ckpt`` and ``done.json`` (written atomically, after
 the checkpoint) both exist. A re-run skips finished phases without touching their files, resumes an
 unfinished one from its ``checkpoints/last.ckpt`` (saved every epoch), and starts the rest.
 Artifacts pass by path: phase 2 reads ``phase1/negatives``; phase 3 reads ``phase1/checkpoints/final.ckpt``
-and ``phase2/checkpoints/final.ckpt``; evaluation reads ``phase3/checkpoints/final.ckpt``.
+and ``phase2/checkpoints/final.ckpt``; evaluation reads ``phase3/checkpoints/final.ckpt``. The
+evaluation is redone when a checkpoint it evaluated changed (``eval/done.json`` keeps their SHA-256).
+SIGTERM/SIGINT during a phase save ``checkpoints/last.ckpt`` at that step, print the command that
+resumes and exit with 143/130 (:class:`~multifeat.callbacks.interrupt.InterruptCheckpoint`).
 
 Config (YAML; see ``experiments/method_a.yaml``)::
 
@@ -26,6 +30,7 @@ Config (YAML; see ``experiments/method_a.yaml``)::
     seed: 0                 # seed_everything(seed) before each phase
     logger: wandb           # wandb (offline without an account) | csv | none
     wandb: {project: multifeat}
+    joint_free: [bald, beard]  # optional: no training set of any phase may hold an image with all of them
     trainer: {...}          # Trainer arguments shared by every phase
     phase1: {model: {...}, data: {...}, trainer: {...}, callbacks: {negative_bank: {...}, sample_grid: {...}}}
     phase2: {model: {...}, data: {...}, trainer: {...}}
