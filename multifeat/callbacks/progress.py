@@ -12,6 +12,7 @@ Use it with ``Trainer(enable_progress_bar=False)``. Only rank 0 writes.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -62,8 +63,13 @@ class ConsoleProgress(Callback):
         if self.tty:
             from tqdm.auto import tqdm
 
+            try:
+                columns = os.get_terminal_size(self.stream.fileno()).columns
+            except (AttributeError, OSError, ValueError):
+                columns = 0
+            size = {"dynamic_ncols": True} if columns > 0 else {"ncols": 80}  # a terminal of unknown width: 80
             self._bar = tqdm(total=self._total or None, initial=self._start, desc=self.label, file=self.stream,
-                             unit="batch", dynamic_ncols=True, leave=False)
+                             unit="batch", leave=False, **size)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if not trainer.is_global_zero:
