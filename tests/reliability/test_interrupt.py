@@ -197,3 +197,32 @@ def test_default_resume_command_replaces_an_earlier_ckpt_path(monkeypatch):
 
     monkeypatch.setattr(sys, "argv", ["multifeat", "fit", "--config", "a b.yaml", "--ckpt_path", "old.ckpt", "--trainer.max_steps=5"])
     assert default_resume_command("x/last.ckpt") == "multifeat fit --config 'a b.yaml' --trainer.max_steps=5 --ckpt_path x/last.ckpt"
+
+
+@pytest.mark.slow
+def test_sigterm_to_rank_zero_under_ddp_stops_both_ranks_at_one_step(tmp_path):
+    """Two CPU processes (DDP, gloo); SIGTERM reaches rank 0 only: both ranks save together (rank 0
+    writes), one line is printed, and the command exits with 143."""
+    cfg = {**FIT_CONFIG, "trainer": {**FIT_CONFIG["trainer"], "devices": 2, "strategy": "ddp"}}
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "multifeat.cli", "fit", "--config", "fit.yaml"], cwd=tmp_path, env=ENV,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    reader = _Reader(proc)
+    try:
+        deadline = time.time() + 300
+        while not (tmp_path / "ckpt" / "last.ckpt").is_file():
+            assert proc.poll() is None, "".join(reader.lines)[-3000:]
+            assert time.time() < deadline, "no checkpoint in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.thread.join(timeout=10)
+    out = "".join(reader.lines)
+    assert code == 143, out[-3000:]
+    lines = re.findall(r"training interrupted by SIGTERM at step (\d+)", out)
+    assert len(lines) == 1, out[-3000:]
+    assert _loops(tmp_path / "ckpt" / "last.ckpt")[0] == int(lines[0])
+    assert not list((tmp_path / "ckpt").glob(".*.tmp"))
