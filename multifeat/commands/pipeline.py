@@ -650,7 +650,7 @@ def eval_runs(cfg: dict[str, Any], layout: RunLayout) -> list[tuple[str, Path, l
         if key in args:
             raise ConfigError(f"eval.args.{key} is set by the pipeline; remove it")
     src = phase3_data_source(cfg)
-    if not any(k in args for k in ("data",)):
+    if "data" not in args:
         args["data"] = src["source"] if src["source"] in ("synthetic", "celeba") else "auto"
     if src["source"] == "celeba" and src["root"] and not any(k in args for k in ("celeba-root", "celeba_root")):
         args["celeba-root"] = src["root"]

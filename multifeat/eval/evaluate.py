@@ -117,16 +117,16 @@ def check_evaluator_matches(evaluator_src: dict[str, Any] | None, data_src: dict
         return
     if data_src["source"] == "celeba":
         root = data_src.get("root") or "DIR"
-        how = (f"omit --evaluator to train and cache a CelebA evaluator (it reads CelebA under --celeba-root, default "
-               f"'{root}'), or train one with `multifeat fit --config experiments/evaluator.yaml --data.source celeba "
-               f"--data.root {root}` and pass its checkpoint")
+        how = (f"Omit --evaluator to train and cache a CelebA evaluator (it reads CelebA under --celeba-root, default "
+               f"'{root}'), or train one with `multifeat fit --config experiments/evaluator.yaml --data.init_args.source celeba "
+               f"--data.init_args.root {root}` and pass its checkpoint")
     elif data_src["source"] == "synthetic":
-        how = "omit --evaluator to train and cache a SyntheticFaces evaluator, or pass one trained on SyntheticFaces"
+        how = "Omit --evaluator to train and cache a SyntheticFaces evaluator, or pass one trained on SyntheticFaces"
     else:
-        how = "pass an evaluator trained on the same kind of images"
+        how = "Pass an evaluator trained on the same kind of images"
     raise ConfigError(
         f"evaluator '{evaluator_path}' was trained on {describe_source(evaluator_src)} but {data_what} comes from "
-        f"{describe_source(data_src)}: its verdicts on these images would mean nothing. {how[0].upper() + how[1:]}"
+        f"{describe_source(data_src)}: its verdicts on these images would mean nothing. {how}"
     )
 
 
