@@ -271,3 +271,37 @@ def test_an_evaluator_of_other_data_is_refused_before_any_training(tmp_path, mon
         P.main(["--config", _write(tmp_path, TINY), "--run-dir", str(run), "--set", f"eval.args.evaluator={ev}",
                 "--set", "phase3.data.source=celeba", "--set", "phase3.data.root=/data"])
     assert not (run / "phase1").exists()
+
+
+@pytest.mark.slow
+def test_celeba_pipeline_trains_and_caches_a_celeba_evaluator(tmp_path, monkeypatch, capsys):
+    """The tiny pipeline on a small CelebA-like tree, joint-free: every phase passes the guard and the
+    evaluation judges G3 with an evaluator trained on that CelebA copy (none given)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+    from celeba_fixtures import make_celeba
+
+    from multifeat.eval.evaluate import checkpoint_data_source
+
+    make_celeba(tmp_path / "faces", n=160)
+    monkeypatch.setenv("MULTIFEAT_CACHE", str(tmp_path / "cache"))
+    root = str(tmp_path / "faces")
+    sets = ["joint_free=[bald, beard]", "phase2.data.require={beard: false}", "phase2.data.val_fraction=0.3",
+            "phase1.data.batch_size=4", "eval.args.real=none"]
+    for phase in ("phase1", "phase2", "phase3"):
+        sets += [f"{phase}.data.source=celeba", f"{phase}.data.root={root}"]
+    cfg = P.load_config(_write(tmp_path, TINY), sets)
+    for phase in ("phase1", "phase2", "phase3"):
+        cfg[phase]["data"].pop("num_samples")  # SyntheticFaces only
+    run = tmp_path / "run"
+    assert P.main(["--config", _write(tmp_path, cfg, "celeba.yaml"), "--run-dir", str(run)]) == 0
+    for phase in ("phase1", "phase2", "phase3"):
+        done = json.loads((run / phase / "done.json").read_text())
+        assert done["joint_free"]["joint"] == 0 and done["joint_free"]["images"] > 0
+    m = json.loads((run / "eval/metrics.json").read_text())
+    ev = Path(m["evaluator"]["path"])
+    assert ev.parent == tmp_path / "cache" / "evaluators" and ev.name.startswith("evaluator-celeba-S16-")
+    assert checkpoint_data_source(ev) == {"source": "celeba", "root": str(Path(root).resolve())}
+    assert m["data_source"] == {"source": "celeba", "root": root}
+    assert "| G3 (phase 3) |" in capsys.readouterr().out
