@@ -52,11 +52,16 @@ def _register_package_classes() -> None:
 
 def trainer_defaults() -> dict[str, Any]:
     """Trainer defaults for the CLI: run folder under runs/, W&B logger (offline unless logged in),
-    checkpoints written atomically (:class:`multifeat.io.atomic_checkpoint_io.AtomicCheckpointIO`)."""
+    checkpoints written atomically (:class:`multifeat.io.atomic_checkpoint_io.AtomicCheckpointIO`),
+    SIGTERM/SIGINT saved as a resumable checkpoint (:class:`multifeat.callbacks.interrupt.InterruptCheckpoint`,
+    added to the configured callbacks)."""
+    from multifeat.callbacks.interrupt import InterruptCheckpoint
+
     return {
         "default_root_dir": "runs",
         "plugins": [{"class_path": "multifeat.io.atomic_checkpoint_io.AtomicCheckpointIO"}],
         "logger": {"class_path": "multifeat.loggers.WandbLogger", "init_args": {"save_dir": "runs"}},
+        "callbacks": [InterruptCheckpoint()],
     }
 
 

@@ -11,7 +11,11 @@ Switch to CSV files with ``--trainer.logger=CSVLogger`` (or ``logger: csv`` in a
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +89,105 @@ class WandbLogger(_LightningWandbLogger):
         )
 
 
+# ------------------------------------------------------------------------------------ console
+#: Warnings that say nothing a user of the package can act on; :class:`QuietConsole` keeps them in the
+#: log file even where it would show a warning on the console.
+UNACTIONABLE_WARNINGS = (
+    r".*LeafSpec.*",
+    r".*val_dataloader.*validation_step.*",
+    r".*module\(s\) in eval mode.*",
+    r".*does not have many workers.*",
+    r".*The number of training batches.*is smaller than the logging interval.*",
+    r".*will override existing callbacks passed to Trainer.*",
+)
+
+_LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "wandb")
+
+
+class QuietConsole:
+    """Keep the console for the few lines a user needs; everything else goes to a log file.
+
+    Inside ``with QuietConsole(log_path) as console:``
+
+    - ``console.line(text)`` prints a line on the real console (and copies it into the log);
+    - ``console.stream`` is the real console stream (for a progress bar), ``console.isatty`` says
+      whether it is a terminal;
+    - standard output and standard error of the process (Lightning's messages and tips, W&B's banner
+      and run summary, any ``print``) go to the log file, as do the records of Lightning's and
+      W&B's ``logging`` loggers;
+    - a warning goes to the log file; it is also shown on the console (one line) when it comes from
+      this package (something the user can change), unless it matches :data:`UNACTIONABLE_WARNINGS`.
+
+    ``verbose=True`` changes nothing: the console shows everything, ``console.line`` prints there
+    (and the log file gets the lines only).
+    """
+
+    def __init__(self, log_path: str | os.PathLike | None, verbose: bool = False) -> None:
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.verbose = bool(verbose)
+        self.stream = sys.stdout
+        self.isatty = bool(getattr(sys.stdout, "isatty", lambda: False)())
+        self._log = None
+        self._saved: dict[str, Any] = {}
+
+    def line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+        if self._log is not None and not self.verbose:
+            print(text, file=self._log, flush=True)
+
+    def write_log(self, text: str) -> None:
+        """A line for the log file only (the console too with ``verbose``)."""
+        if self.verbose:
+            print(text, file=self.stream, flush=True)
+        elif self._log is not None:
+            print(text, file=self._log, flush=True)
+
+    def _showwarning(self, message, category, filename, lineno, file=None, line=None):
+        text = warnings.formatwarning(message, category, filename, lineno, line)
+        if self._log is not None:
+            self._log.write(text)
+            self._log.flush()
+        ours = str(filename).startswith(str(Path(__file__).resolve().parent))
+        if ours and not any(re.match(p, str(message), re.S) for p in UNACTIONABLE_WARNINGS):
+            print(f"warning: {str(message).strip().splitlines()[0]}", file=self.stream, flush=True)
+
+    def __enter__(self) -> QuietConsole:
+        self.stream = sys.stdout
+        self.isatty = bool(getattr(sys.stdout, "isatty", lambda: False)())
+        if self.log_path is None or self.verbose:
+            return self
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._saved = {"stdout": sys.stdout, "stderr": sys.stderr, "showwarning": warnings.showwarning,
+                       "handlers": [], "env": {k: os.environ.get(k) for k in ("WANDB_SILENT", "WANDB_CONSOLE")}}
+        for name in _LIBRARY_LOGGERS:
+            for h in logging.getLogger(name).handlers:
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                    self._saved["handlers"].append((h, h.setStream(self._log)))
+        # W&B would wrap the (redirected) streams to copy them into its run: not needed, the log has them
+        os.environ.setdefault("WANDB_CONSOLE", "off")
+        sys.stdout = self._log
+        sys.stderr = self._log
+        warnings.showwarning = self._showwarning
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._log is None:
+            return
+        sys.stdout = self._saved["stdout"]
+        sys.stderr = self._saved["stderr"]
+        warnings.showwarning = self._saved["showwarning"]
+        for h, old in self._saved["handlers"]:
+            h.setStream(old)
+        for k, v in self._saved["env"].items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        self._log.close()
+        self._log = None
+
+
 def build_logger(kind: str, save_dir: str, **kwargs: Any):
     """Logger by short name: ``wandb`` (default), ``csv`` or ``none``."""
     kind = (kind or "wandb").lower()
@@ -97,4 +200,4 @@ def build_logger(kind: str, save_dir: str, **kwargs: Any):
     raise ValueError(f"unknown logger '{kind}': expected one of wandb, csv, none")
 
 
-__all__ = ["WandbLogger", "CSVLogger", "build_logger", "wandb_mode"]
+__all__ = ["CSVLogger", "QuietConsole", "UNACTIONABLE_WARNINGS", "WandbLogger", "build_logger", "wandb_mode"]

@@ -32,12 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--images", metavar="DIR", help="folder of PNG/JPG images to evaluate instead of a generator")
     p.add_argument("--features", default="bald,beard", help="comma-separated requested features")
     p.add_argument("--n", type=int, default=256, help="number of images to generate (or the first N of --images)")
-    p.add_argument("--evaluator", metavar="PATH", help="attribute evaluator checkpoint; default: train one (cached)")
+    p.add_argument("--evaluator", metavar="PATH", help="attribute evaluator checkpoint; default: train one on the "
+                   "generator's data (cached). One trained on other data than the images is refused")
+    p.add_argument("--data", default="auto", choices=("auto", "synthetic", "celeba"),
+                   help="what the images show: auto = the data the generator was trained on (read from its checkpoint; "
+                   "SyntheticFaces for --images); the evaluator must have been trained on the same")
+    p.add_argument("--celeba-root", metavar="DIR", help="CelebA copy to train the CelebA evaluator on (default: the "
+                   "generator's training root)")
     p.add_argument("--evaluator-steps", type=int, default=400, help="training steps when an evaluator must be trained")
     p.add_argument("--cache-dir", metavar="DIR", help="where trained evaluators are cached (default $MULTIFEAT_CACHE/evaluators "
                    "or ~/.cache/multifeat/evaluators)")
-    p.add_argument("--real", default="synthetic", metavar="synthetic|DIR|none",
-                   help="real images of the target combination: SyntheticFaces that carry all features, a folder, or none")
+    p.add_argument("--real", default="auto", metavar="auto|synthetic|DIR|none",
+                   help="real images of the target combination: SyntheticFaces that carry all features, a folder, or none; "
+                   "auto: synthetic for SyntheticFaces data, none (no FID/KID) for CelebA")
     p.add_argument("--n-real", type=int, default=None, help="number of real images (default: --n)")
     p.add_argument("--real-seed", type=int, default=None, help="seed of the synthetic real images (default 20000)")
     p.add_argument("--extractor", default="auto", choices=("auto", "inception", "evaluator"),
@@ -55,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logger", default="none", choices=("wandb", "csv", "none"))
     p.add_argument("--wandb-project", default="multifeat")
     p.add_argument("--wandb-group", default=None)
+    p.add_argument("--wandb-name", default=None, help="name of the W&B run (default: W&B picks one)")
     return p
 
 
@@ -92,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     from multifeat.eval.evaluate import (
         DEFAULT_REAL_SEED,
+        cached_celeba_evaluator,
+        check_evaluator_matches,
         check_features,
+        checkpoint_data_source,
+        describe_source,
         evaluate_images,
         log_result,
         render_table,
@@ -122,18 +134,50 @@ def main(argv: list[str] | None = None) -> int:
         find_inception_weights(args.inception_weights)
         if args.extractor == "inception":
             select_extractor("inception", inception_weights=args.inception_weights)
-    if args.real not in ("synthetic", "none"):
+    if args.real not in ("auto", "synthetic", "none"):
         list_images(args.real)
     if args.images:
         list_images(args.images)
 
-    # the evaluator before the images when given, so a bad feature name fails before any sampling
+    # what the images show: the generator's training data, or what --data says
+    if args.data != "auto":
+        data_src = {"source": args.data, "root": args.celeba_root}
+    elif args.generator:
+        data_src = checkpoint_data_source(args.generator)
+        if data_src is None:
+            print(f"note: '{args.generator}' does not record its training data; assuming SyntheticFaces "
+                  "(pass --data celeba for CelebA faces)")
+            data_src = {"source": "synthetic", "root": None}
+    else:
+        data_src = {"source": "synthetic", "root": None}
+    if data_src["source"] == "celeba" and args.celeba_root:
+        data_src = {**data_src, "root": args.celeba_root}
+    if data_src["source"] == "folder":
+        raise ConfigError(f"'{args.generator}' was trained on {describe_source(data_src)}; no evaluator can be trained "
+                          "for it here: pass --evaluator (one trained on the same kind of images) and --data")
+    what = f"generator '{args.generator}'" if args.generator else f"image folder '{args.images}' (--data {data_src['source']})"
+
+    # the evaluator before the images when given, so a bad feature name or data fails before any sampling
     evaluator = None
     if args.evaluator:
         evaluator = load_evaluator(args.evaluator)
+        ev_src = checkpoint_data_source(args.evaluator)
+        if ev_src is None:
+            print(f"note: evaluator '{args.evaluator}' does not record its training data; cannot check that it "
+                  f"matches {describe_source(data_src)}")
+        check_evaluator_matches(ev_src, data_src, args.evaluator, what)
         check_features(features, evaluator.attributes)
     else:
         check_features(features, DEFAULT_ATTRIBUTES)
+    real_choice = args.real
+    if real_choice == "auto":
+        real_choice = "synthetic" if data_src["source"] == "synthetic" else "none"
+        if real_choice == "none":
+            print(f"no real reference images for {describe_source(data_src)}: FID/KID are skipped "
+                  "(give --real DIR with faces that carry all features)")
+    elif real_choice == "synthetic" and data_src["source"] != "synthetic":
+        raise ConfigError(f"--real synthetic compares {describe_source(data_src)} images with cartoon SyntheticFaces; "
+                          "give --real DIR with real faces that carry all features, or --real none")
 
     # images to evaluate
     if args.generator:
@@ -152,18 +196,25 @@ def main(argv: list[str] | None = None) -> int:
         source = f"folder {args.images}"
     image_size = int(images.shape[-1])
 
-    if evaluator is None:
+    if evaluator is None and data_src["source"] == "celeba":
+        if not data_src.get("root"):
+            raise ConfigError(f"{what} shows CelebA faces but no CelebA folder is known to train the evaluator on; "
+                              "give --celeba-root DIR (or --evaluator PATH)")
+        evaluator, path = cached_celeba_evaluator(data_src["root"], _power_of_two_size(image_size), DEFAULT_ATTRIBUTES,
+                                                  cache_dir=args.cache_dir, max_steps=args.evaluator_steps)
+        print(f"evaluator (CelebA): {path}")
+    elif evaluator is None:
         evaluator, path = cached_evaluator(_power_of_two_size(image_size), DEFAULT_ATTRIBUTES, cache_dir=args.cache_dir,
                                            max_steps=args.evaluator_steps)
-        print(f"evaluator: {path}")
+        print(f"evaluator (SyntheticFaces): {path}")
     evaluator = evaluator.to(device).eval()
 
     # real images of the target combination
     n_real = args.n_real or args.n
     real_seed = DEFAULT_REAL_SEED if args.real_seed is None else args.real_seed
-    if args.real == "none":
+    if real_choice == "none":
         real, real_source = None, None
-    elif args.real == "synthetic":
+    elif real_choice == "synthetic":
         real = synthetic_real_images(features, n_real, _power_of_two_size(image_size), seed=real_seed)
         real_source = f"SyntheticFaces with {'+'.join(features)}, seed {real_seed}"
     else:
@@ -173,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(features=features, evaluator=evaluator, real_images=real, extractor=args.extractor,
                   inception_weights=args.inception_weights, threshold=args.threshold, batch_size=args.batch_size,
                   kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, seed=args.seed)
-    extra = {"source": source, "real_source": real_source}
+    extra = {"source": source, "real_source": real_source, "data_source": data_src}
     out = Path(args.out)
     results = [evaluate_images(images, label="raw" if restoring else "generated", extra=extra, **common)]
     sets = [images]
@@ -192,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.logger != "none":
         from multifeat.loggers import build_logger
 
-        kw = {"project": args.wandb_project, "group": args.wandb_group, "job_type": "eval"} if args.logger == "wandb" else {}
+        kw = ({"project": args.wandb_project, "group": args.wandb_group, "job_type": "eval", "name": args.wandb_name}
+              if args.logger == "wandb" else {})
         logger = build_logger(args.logger, save_dir=str(out), **kw)
         log_result(results, logger)
         if args.logger == "wandb":

@@ -3,7 +3,7 @@
 Usage::
 
     multifeat pipeline --config experiments/method_a.yaml [--run-dir runs/demo]
-                       [--set phase1.trainer.max_epochs=2 --set phase3.model.f=hinge ...]
+                       [--set phase1.trainer.max_epochs=2 --set phase3.model.f=hinge ...] [--verbose]
 
 Run folder (``--run-dir``, default ``runs/<name>``)::
 
@@ -12,13 +12,17 @@ Run folder (``--run-dir``, default ``runs/<name>``)::
     phase3/{checkpoints,samples}             G3/D3/D2/H, sample grids
     eval/{report.md,metrics.json,grids/}     feature rates, joint rate, FID/KID (multifeat evaluate)
     summary.md, summary.json                 what ran, where everything went, the key numbers
+    pipeline.log                             what Lightning, W&B and the evaluation printed (``--verbose``: the console)
 
 Every phase folder gets ``config.json`` (the settings it ran with) and, once finished, ``done.json``.
 A phase is **finished** when ``checkpoints/final.ckpt`` and ``done.json`` (written atomically, after
 the checkpoint) both exist. A re-run skips finished phases without touching their files, resumes an
 unfinished one from its ``checkpoints/last.ckpt`` (saved every epoch), and starts the rest.
 Artifacts pass by path: phase 2 reads ``phase1/negatives``; phase 3 reads ``phase1/checkpoints/final.ckpt``
-and ``phase2/checkpoints/final.ckpt``; evaluation reads ``phase3/checkpoints/final.ckpt``.
+and ``phase2/checkpoints/final.ckpt``; evaluation reads ``phase3/checkpoints/final.ckpt``. The
+evaluation is redone when a checkpoint it evaluated changed (``eval/done.json`` keeps their SHA-256).
+SIGTERM/SIGINT during a phase save ``checkpoints/last.ckpt`` at that step, print the command that
+resumes and exit with 143/130 (:class:`~multifeat.callbacks.interrupt.InterruptCheckpoint`).
 
 Config (YAML; see ``experiments/method_a.yaml``)::
 
@@ -26,6 +30,7 @@ Config (YAML; see ``experiments/method_a.yaml``)::
     seed: 0                 # seed_everything(seed) before each phase
     logger: wandb           # wandb (offline without an account) | csv | none
     wandb: {project: multifeat}
+    joint_free: [bald, beard]  # optional: no training set of any phase may hold an image with all of them
     trainer: {...}          # Trainer arguments shared by every phase
     phase1: {model: {...}, data: {...}, trainer: {...}, callbacks: {negative_bank: {...}, sample_grid: {...}}}
     phase2: {model: {...}, data: {...}, trainer: {...}}
@@ -64,7 +69,7 @@ from multifeat.errors import ConfigError, MultifeatError
 from multifeat.utils.config import set_dotted
 
 PHASES = ("phase1", "phase2", "phase3")
-TOP_KEYS = ("name", "seed", "logger", "wandb", "trainer", *PHASES, "eval")
+TOP_KEYS = ("name", "seed", "logger", "wandb", "joint_free", "trainer", *PHASES, "eval")
 PHASE_KEYS = ("model", "data", "trainer", "callbacks")
 DEFAULT_CLASSES = {
     "phase1": ("multifeat.phases.phase1.Phase1GAN", "multifeat.data.datamodule.AttributeDataModule"),
@@ -128,6 +133,10 @@ def validate_config(cfg: dict[str, Any], where: str = "config") -> None:
     name = cfg.get("name", "method_a")
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         raise ConfigError(f"{where}: name must be a plain folder name, got {name!r}")
+    jf = cfg.get("joint_free")
+    if jf is not None and (not isinstance(jf, list) or len(jf) < 2 or not all(isinstance(f, str) and f for f in jf)
+                           or len(set(jf)) != len(jf)):
+        raise ConfigError(f"{where}: joint_free must list two or more distinct feature names, e.g. [bald, beard]; got {jf!r}")
 
 
 def _import(path: str, what: str):
@@ -343,18 +352,79 @@ def _scalar_metrics(trainer: Any) -> dict[str, float]:
     return out
 
 
-def run_phase(cfg: dict[str, Any], layout: RunLayout, phase: str, log: Callable[[str], None]) -> PhaseResult:
+# ----------------------------------------------------------------------------------------- joint-free premise
+def joint_free_features(cfg: dict[str, Any]) -> list[str]:
+    return [str(f) for f in (cfg.get("joint_free") or [])]
+
+
+def check_joint_free(cfg: dict[str, Any], phase: str, data: Any) -> dict[str, Any] | None:
+    """With ``joint_free: [f1, f2, ...]`` in the config: count the training images of ``data`` that carry
+    all those features (the benchmark's guard, :func:`multifeat.eval.bench_data.count_joint`) and raise
+    :class:`~multifeat.eval.bench_data.JointImageError` naming the phase, the set and the count when
+    there is one. Returns the counts (None without ``joint_free``)."""
+    feats = joint_free_features(cfg)
+    if not feats:
+        return None
+    from multifeat.eval.bench_data import JointImageError, count_joint
+
+    counts = count_joint(data, feats)
+    if counts["joint"]:
+        per_set = "; ".join(f"set '{k}': {v['joint']} of {v['images']} images" for k, v in counts["splits"].items() if v["joint"])
+        raise JointImageError(
+            f"{phase}: the config declares joint_free: [{', '.join(feats)}], but {phase}'s training data hold "
+            f"{counts['joint']} image(s) with all of {', '.join(feats)} ({per_set}; first at {counts['examples']}). "
+            f"Filter them out in {phase}.data (e.g. require: {{{feats[0]}: true, {feats[1]}: false}}), or remove "
+            "joint_free from the config if jointly-featured training images are intended"
+        )
+    return counts
+
+
+# ----------------------------------------------------------------------------------------- console and signals
+@dataclass
+class Console:
+    """Where the pipeline's lines go: ``line`` to the user (one per phase start and end, the result),
+    ``detail`` to the log file (the console too with ``--verbose``); ``stream`` for the progress bar."""
+
+    line: Callable[[str], None] = print
+    detail: Callable[[str], None] = print
+    stream: Any = None
+    verbose: bool = True
+    progress_every: int = 0
+    resume_command: str | None = None
+
+
+def _console_from(log: Callable[[str], None] | Console | None) -> Console:
+    if isinstance(log, Console):
+        return log
+    fn = log or print
+    return Console(line=fn, detail=fn)
+
+
+class PipelineInterrupted(BaseException):
+    """SIGTERM/SIGINT outside a training fit (between phases, during the evaluation)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise PipelineInterrupted(signum)
+
+
+def run_phase(cfg: dict[str, Any], layout: RunLayout, phase: str, log: Callable[[str], None] | Console | None = None) -> PhaseResult:
     """Run (or resume, or skip) one training phase."""
     from lightning.pytorch import Trainer, seed_everything
 
     from multifeat.utils.files import atomic_write_text, ensure_writable_dir
 
+    con = _console_from(log)
     if layout.finished(phase):
         done = layout.read_done(phase)
         if done.get("config_hash") and done["config_hash"] != config_hash(cfg.get(phase) or {}):
-            log(f"{phase}: its settings changed since it finished; keeping the finished results "
-                f"(delete {layout.phase(phase)} to run it again)")
-        log(f"{phase}: finished earlier, skipped ({layout.final(phase)})")
+            con.line(f"{phase}: its settings changed since it finished; keeping the finished results "
+                     f"(delete {layout.phase(phase)} to run it again)")
+        con.line(f"{phase}: finished earlier, skipped ({layout.final(phase)})")
         return PhaseResult(phase, "skipped", done.get("seconds", 0.0), str(layout.final(phase)),
                            done.get("samples"), done.get("metrics", {}), done.get("extra", {}))
 
@@ -362,16 +432,31 @@ def run_phase(cfg: dict[str, Any], layout: RunLayout, phase: str, log: Callable[
         ensure_writable_dir(layout.phase(phase) / folder)
     seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
     model, data, trainer_kw, callbacks = build_phase(cfg, layout, phase)
+    counts = check_joint_free(cfg, phase, data)
+    if counts is not None:
+        con.detail(f"{phase}: joint-free check passed: {counts['images']} training images, none with all of "
+                   f"{', '.join(joint_free_features(cfg))} ({counts['generated']} generated, unlabelled)")
     last = layout.last(phase)
     resume = last if last.is_file() else None
     if is_rank_zero():
         atomic_write_text(layout.phase(phase) / "config.json", json.dumps(cfg.get(phase) or {}, indent=2, default=str) + "\n")
     logger = build_logger(cfg, layout, phase)
+    from multifeat.callbacks.interrupt import InterruptCheckpoint
     from multifeat.io.atomic_checkpoint_io import AtomicCheckpointIO
 
     trainer_kw.setdefault("plugins", [AtomicCheckpointIO()])
+    callbacks.append(InterruptCheckpoint(dirpath=str(layout.checkpoints(phase)), filename=last.name, label=phase,
+                                         resume_command=con.resume_command or "the same multifeat pipeline command",
+                                         say=con.line))
+    if not con.verbose:
+        # Lightning's bar redraws with carriage returns: in the log file it would be noise
+        if trainer_kw.get("enable_progress_bar", True) is not False:
+            from multifeat.callbacks.progress import ConsoleProgress
+
+            callbacks.append(ConsoleProgress(phase, stream=con.stream, every=con.progress_every))
+        trainer_kw["enable_progress_bar"] = False
     trainer = Trainer(default_root_dir=str(layout.phase(phase)), logger=logger, callbacks=callbacks, **trainer_kw)
-    log(f"{phase}: {'resuming from ' + str(resume) if resume else 'starting'} -> {layout.phase(phase)} ({PRODUCES[phase]})")
+    con.line(f"{phase}: {'resuming from ' + str(resume) if resume else 'starting'} -> {layout.phase(phase)} ({PRODUCES[phase]})")
     t0 = time.time()
     try:
         trainer.fit(model, datamodule=data, ckpt_path=str(resume) if resume else None)
@@ -394,7 +479,7 @@ def run_phase(cfg: dict[str, Any], layout: RunLayout, phase: str, log: Callable[
     extra: dict[str, Any] = {}
     samples = layout.samples(phase) / "latest.png"
     if phase == "phase2":
-        extra = d2_check(final, data, layout, log)
+        extra = d2_check(final, data, layout, con.detail)
         samples = Path(extra.get("grid", samples))
     prev = layout.read_done(phase) if layout.done(phase).is_file() else {}
     done = {
@@ -409,33 +494,74 @@ def run_phase(cfg: dict[str, Any], layout: RunLayout, phase: str, log: Callable[
         "metrics": metrics,
         "extra": extra,
         "config_hash": config_hash(cfg.get(phase) or {}),
+        "joint_free": None if counts is None else {"features": joint_free_features(cfg), "images": counts["images"],
+                                                   "joint": counts["joint"]},
     }
     atomic_write_text(layout.done(phase), json.dumps(done, indent=2) + "\n")
     trainer.strategy.barrier("multifeat-pipeline-phase-done")
-    log(f"{phase}: finished in {seconds:.1f} s -> {final}")
+    con.line(f"{phase}: finished in {seconds:.1f} s -> {final}")
     return PhaseResult(phase, "resumed" if resume else "ran", seconds, str(final), done["samples"], metrics, extra)
 
 
 # ----------------------------------------------------------------------------------------- phase-2 check
+#: Border colours of the D2 check: D2 says "has the feature" (p >= 0.5) / "does not".
+YES_COLOUR, NO_COLOUR = (40, 170, 60), (210, 50, 40)
+
+
+def save_verdict_grid(rows: list[tuple[str, Any, Any]], path: str | os.PathLike, upscale: int = 1, threshold: float = 0.5) -> Path:
+    """One row per image source: its name, then each image framed in green (D2's probability >= ``threshold``)
+    or red, with the probability written under it. ``rows``: (name, images [k,3,S,S] in [-1,1], probs [k])."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    from multifeat.utils.files import atomic_write_bytes
+    from multifeat.utils.images import to_uint8
+
+    font = ImageFont.load_default()
+    size = int(rows[0][1].shape[-1]) * max(1, int(upscale))
+    border, text_h, gap = 3, 12, 4
+    label_w = max(8 + int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(name, font=font)) for name, _, _ in rows)
+    cell_w, cell_h = size + 2 * border + gap, size + 2 * border + text_h + gap
+    ncol = max(len(imgs) for _, imgs, _ in rows)
+    canvas = Image.new("RGB", (label_w + ncol * cell_w + gap, len(rows) * cell_h + gap), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for r, (name, imgs, probs) in enumerate(rows):
+        y = gap + r * cell_h
+        draw.text((4, y + size // 2), name, fill=(0, 0, 0), font=font)
+        arr = to_uint8(imgs).numpy()
+        for k in range(len(imgs)):
+            p = float(probs[k])
+            x = label_w + k * cell_w
+            draw.rectangle([x, y, x + size + 2 * border - 1, y + size + 2 * border - 1],
+                           fill=YES_COLOUR if p >= threshold else NO_COLOUR)
+            canvas.paste(Image.fromarray(arr[k]).resize((size, size), Image.NEAREST), (x + border, y + border))
+            draw.text((x + border, y + size + 2 * border), f"{p:.2f}", fill=(0, 0, 0), font=font)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def d2_check(d2_ckpt: Path, data: Any, layout: RunLayout, log: Callable[[str], None], per_row: int = 8) -> dict[str, Any]:
-    """D2's mean probability per validation source and on G1's samples, and a grid of them.
+    """D2's mean probability per validation source and on G1's samples, and a grid of its verdicts.
 
     Grid rows (``phase2/samples/d2_check.png``): validation images of each source (positive,
-    real_negative, bank, degraded) and G1 samples, ``per_row`` each. A good D2 is high on positives
-    and on G1's bald samples, low on every negative source.
+    real_negative, bank, degraded) and G1 samples, ``per_row`` each, every image framed green when
+    D2 says it has the feature (probability >= 0.5) and red otherwise, its probability under it.
+    A good D2 is green on positives and on G1's samples, red on every negative source.
     """
     import torch
 
     from multifeat.data.common import SOURCE_NAMES
     from multifeat.io.checkpoints import load_phase_module
-    from multifeat.utils.images import save_grid
 
     d2 = load_phase_module(d2_ckpt, expect_phase="phase2")
     out: dict[str, Any] = {}
-    rows: list[torch.Tensor] = []
+    rows: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     try:
         loader = data.val_dataloader()
-    except Exception:  # noqa: BLE001 - the diagnostic is optional
+    except Exception as e:  # noqa: BLE001 - the diagnostic is optional; say why it is missing
+        log(f"phase2: no validation data for the D2 check ({e})")
         loader = None
     sums, counts, firsts = {}, {}, {}
     with torch.no_grad():
@@ -449,23 +575,24 @@ def d2_check(d2_ckpt: Path, data: Any, layout: RunLayout, log: Callable[[str], N
                 sums[name] = sums.get(name, 0.0) + float(p[m].sum())
                 counts[name] = counts.get(name, 0) + int(m.sum())
                 have = firsts.setdefault(name, [])
-                if sum(len(t) for t in have) < per_row:
-                    have.append(batch["image"][m][: per_row - sum(len(t) for t in have)])
+                k = per_row - sum(len(t[0]) for t in have)
+                if k > 0:
+                    have.append((batch["image"][m][:k], p[m][:k]))
         for name in SOURCE_NAMES:
             if name in counts:
                 out[f"d2/val_{name}_mean"] = round(sums[name] / counts[name], 4)
-                rows.append(torch.cat(firsts[name])[:per_row])
+                rows.append((name, torch.cat([t[0] for t in firsts[name]]), torch.cat([t[1] for t in firsts[name]])))
         if layout.final("phase1").is_file():
             g1 = load_phase_module(layout.final("phase1"), expect_phase="phase1")
-            g1_images = g1.sample(64, seed=0)
-            out["d2/g1_samples_mean"] = round(float(d2(g1_images).float().mean()), 4)
-            rows.append(g1_images[:per_row])
+            g1_images = g1.sample(64, seed=0).float()
+            g1_p = d2(g1_images).float().reshape(-1)
+            out["d2/g1_samples_mean"] = round(float(g1_p.mean()), 4)
+            rows.append(("g1_samples", g1_images[:per_row], g1_p[:per_row]))
     if rows:
-        rows = [torch.cat([r, r.new_full((per_row - len(r), *r.shape[1:]), -1.0)]) if len(r) < per_row else r for r in rows]
         grid = layout.samples("phase2") / "d2_check.png"
-        save_grid(torch.cat(rows).float().cpu(), grid, nrow=per_row, upscale=2 if rows[0].shape[-1] <= 64 else 1)
+        save_verdict_grid([(n, im.cpu(), pr.cpu()) for n, im, pr in rows], grid, upscale=2 if rows[0][1].shape[-1] <= 64 else 1)
         out["grid"] = str(grid)
-        out["grid_rows"] = [n for n in SOURCE_NAMES if n in counts] + (["g1_samples"] if "d2/g1_samples_mean" in out else [])
+        out["grid_rows"] = [n for n, _, _ in rows]
     shown = ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in out.items() if k.startswith("d2/"))
     if shown:
         log(f"phase2: mean D2 probability: {shown}")
@@ -488,44 +615,100 @@ def _eval_argv(args: dict[str, Any]) -> list[str]:
     return argv
 
 
-def run_eval(cfg: dict[str, Any], layout: RunLayout, log: Callable[[str], None]) -> PhaseResult | None:
-    """Evaluate G3 (and G1 as the baseline) with ``multifeat evaluate``; grids of every phase into eval/grids."""
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def phase3_data_source(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``{"source", "root"}`` of the phase-3 data in the config (what G3 learns to draw)."""
+    _, kw = split_spec((cfg.get("phase3") or {}).get("data"), DEFAULT_CLASSES["phase3"][1], "phase3.data")
+    return {"source": str(kw.get("source", "synthetic")), "root": None if kw.get("root") is None else str(kw["root"])}
+
+
+def check_eval_evaluator(cfg: dict[str, Any]) -> None:
+    """Before any training: a given ``eval.args.evaluator`` must exist and have been trained on the data
+    the pipeline generates (SyntheticFaces or CelebA); raises ConfigError/CheckpointError otherwise."""
+    ev = dict(cfg.get("eval") or {})
+    path = (ev.get("args") or {}).get("evaluator")
+    if ev.get("enabled", True) is False or not path:
+        return
+    from multifeat.eval.evaluate import check_evaluator_matches, checkpoint_data_source
+
+    check_evaluator_matches(checkpoint_data_source(path), phase3_data_source(cfg), str(path),
+                            "the pipeline's phase-3 data (phase3.data)")
+
+
+def eval_runs(cfg: dict[str, Any], layout: RunLayout) -> list[tuple[str, Path, list[str]]]:
+    """(phase, output folder, ``multifeat evaluate`` arguments) of each evaluation: G3, then G1 (baseline)."""
+    ev = dict(cfg.get("eval") or {})
+    args = dict(ev.get("args") or {})
+    for key in ("generator", "images", "out", "wandb-name", "wandb_name"):
+        if key in args:
+            raise ConfigError(f"eval.args.{key} is set by the pipeline; remove it")
+    src = phase3_data_source(cfg)
+    if "data" not in args:
+        args["data"] = src["source"] if src["source"] in ("synthetic", "celeba") else "auto"
+    if src["source"] == "celeba" and src["root"] and not any(k in args for k in ("celeba-root", "celeba_root")):
+        args["celeba-root"] = src["root"]
+    name = cfg.get("name", "method_a")
+    wandb = str(cfg.get("logger", "wandb")).lower() == "wandb"
+    if wandb:
+        args.setdefault("logger", "wandb")
+        args.setdefault("wandb-group", (cfg.get("wandb") or {}).get("group", name))
+        args.setdefault("wandb-project", (cfg.get("wandb") or {}).get("project", "multifeat"))
+    runs = [("phase3", layout.eval, f"{name}/eval")]
+    if ev.get("baseline", True):
+        runs.append(("phase1", layout.eval / "baseline_phase1", f"{name}/eval-baseline"))
+    out = []
+    for phase, folder, run_name in runs:
+        extra = {"wandb-name": run_name} if wandb and args.get("logger") == "wandb" else {}
+        out.append((phase, folder, ["--generator", str(layout.final(phase)), "--out", str(folder), *_eval_argv({**args, **extra})]))
+    return out
+
+
+def run_eval(cfg: dict[str, Any], layout: RunLayout, log: Callable[[str], None] | Console | None = None) -> PhaseResult | None:
+    """Evaluate G3 (and G1 as the baseline) with ``multifeat evaluate``; grids of every phase into eval/grids.
+
+    ``eval/done.json`` records the SHA-256 of every evaluated checkpoint: when one changed (a resumed
+    phase 3 wrote a new G3), the evaluation runs again instead of reporting the old generator.
+    """
+    con = _console_from(log)
     ev = dict(cfg.get("eval") or {})
     if ev.get("enabled", True) is False:
-        log("eval: disabled in the config")
+        con.line("eval: disabled in the config")
         return None
     unknown = set(ev) - {"enabled", "baseline", "args", "grid_n"}
     if unknown:
         raise ConfigError(f"eval: unknown key(s) {sorted(unknown)}; expected enabled, baseline, args, grid_n")
+    runs = eval_runs(cfg, layout)
+    inputs = {phase: file_sha256(layout.final(phase)) for phase, _, _ in runs if layout.final(phase).is_file()}
     if layout.finished("eval"):
         done = layout.read_done("eval")
-        log(f"eval: finished earlier, skipped ({layout.eval / 'report.md'})")
-        return PhaseResult("eval", "skipped", done.get("seconds", 0.0), None, None, done.get("metrics", {}), done.get("extra", {}))
+        if done.get("inputs") == inputs:
+            con.line(f"eval: finished earlier, skipped ({layout.eval / 'report.md'})")
+            return PhaseResult("eval", "skipped", done.get("seconds", 0.0), None, None, done.get("metrics", {}),
+                               done.get("extra", {}))
+        changed = [p for p in inputs if (done.get("inputs") or {}).get(p) != inputs[p]]
+        con.line(f"eval: {', '.join(changed) or 'the evaluated'} checkpoint(s) changed since the last evaluation; evaluating again")
     try:
         from multifeat.commands import evaluate as evaluate_cmd
     except ImportError as e:
-        log(f"eval: skipped, the evaluation command is not available in this build ({e})")
+        con.line(f"eval: skipped, the evaluation command is not available in this build ({e})")
         return None
     from multifeat.utils.files import atomic_write_text, ensure_writable_dir
 
+    con.line(f"eval: starting -> {layout.eval} (feature rates, joint rate, FID/KID of G3" +
+             (" and of G1, the baseline)" if len(runs) > 1 else ")"))
     t0 = time.time()
     grids = write_phase_grids(layout, n=int(ev.get("grid_n", 64)))
-    args = dict(ev.get("args") or {})
-    for key in ("generator", "images", "out"):
-        if key in args:
-            raise ConfigError(f"eval.args.{key} is set by the pipeline; remove it")
-    if str(cfg.get("logger", "wandb")).lower() == "wandb":
-        args.setdefault("logger", "wandb")
-        args.setdefault("wandb-group", cfg.get("name", "method_a"))
-        args.setdefault("wandb-project", (cfg.get("wandb") or {}).get("project", "multifeat"))
-    runs = [("phase3", layout.eval)]
-    if ev.get("baseline", True):
-        runs.append(("phase1", layout.eval / "baseline_phase1"))
     metrics: dict[str, Any] = {}
-    for phase, out in runs:
+    for phase, out, argv in runs:
         ensure_writable_dir(out)
-        argv = ["--generator", str(layout.final(phase)), "--out", str(out), *_eval_argv(args)]
-        log(f"eval: multifeat evaluate {' '.join(argv)}")
+        con.detail(f"eval: multifeat evaluate {' '.join(argv)}")
         code = evaluate_cmd.main(argv)
         if code:
             raise MultifeatError(f"evaluation of {phase} failed (exit code {code})")
@@ -536,7 +719,8 @@ def run_eval(cfg: dict[str, Any], layout: RunLayout, log: Callable[[str], None])
     seconds = time.time() - t0
     extra = {"grids": grids, "report": str(layout.eval / "report.md"), "metrics_json": str(layout.eval / "metrics.json")}
     atomic_write_text(layout.eval / DONE, json.dumps({"phase": "eval", "seconds": round(seconds, 1), "metrics": metrics,
-                                                       "extra": extra}, indent=2, default=str) + "\n")
+                                                       "extra": extra, "inputs": inputs}, indent=2, default=str) + "\n")
+    con.line(f"eval: finished in {seconds:.1f} s -> {layout.eval / 'report.md'}")
     return PhaseResult("eval", "ran", seconds, None, None, metrics, extra)
 
 
@@ -623,7 +807,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="multifeat pipeline",
         description="Method A end to end: phase 1 -> 2 -> 3 -> evaluation in one run folder; a re-run resumes "
-        "at the first unfinished phase and never overwrites finished ones.",
+        "at the first unfinished phase and never overwrites finished ones. The console shows one line per "
+        "phase start and end, a progress bar and the result; everything else goes to <run folder>/pipeline.log.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", required=True, metavar="YAML", help="pipeline config, e.g. experiments/method_a.yaml")
@@ -631,50 +816,118 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (dotted key, YAML value); repeatable")
     p.add_argument("--stop-after", choices=(*PHASES, "eval"), help="stop after this step")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Lightning's and W&B's messages, warnings and progress bars on the console too")
+    p.add_argument("--progress-every", type=int, default=0, metavar="N",
+                   help="when the output is not a terminal: a progress line every N batches (0: about 10 per phase)")
     return p
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues this run (the same arguments)."""
+    import shlex
+
+    return shlex.join(["multifeat", "pipeline", *argv])
+
+
+def _eval_table(results: list[PhaseResult]) -> str | None:
+    ev = next((r for r in results if r.name == "eval"), None)
+    if ev is None:
+        return None
+    from multifeat.eval.evaluate import render_table
+
+    rows = []
+    for phase, label in (("phase3", "G3 (phase 3)"), ("phase1", "G1 (baseline)")):
+        m = ev.metrics.get(phase)
+        if isinstance(m, dict) and m.get("joint") and m.get("feature_rates") and m.get("diversity"):
+            rows.append({**m, "label": label})
+    try:
+        return render_table(rows) if rows else None
+    except (KeyError, TypeError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    from multifeat.loggers import QuietConsole
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.progress_every < 0:
+        raise ConfigError(f"--progress-every must be 0 or more, got {args.progress_every}")
     cfg = load_config(args.config, args.overrides)
+    check_eval_evaluator(cfg)
     from multifeat.utils.files import ensure_writable_dir
 
     root = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.get("name", "method_a")
     layout = RunLayout(ensure_writable_dir(root))
+    rank0 = is_rank_zero()
+    log_path = layout.root / "pipeline.log" if rank0 else Path(os.devnull)
 
-    def log(msg: str) -> None:
-        print(f"[pipeline] {msg}", flush=True)
+    import threading
 
-    t0 = time.time()
-    results: list[PhaseResult] = []
-    for phase in PHASES:
-        results.append(run_phase(cfg, layout, phase, log))
-        if args.stop_after == phase:
-            break
-    import torch.distributed as dist
+    # SIGTERM/SIGINT outside a fit end the run with a message and 143/130 (inside a fit the phase's
+    # InterruptCheckpoint saves a checkpoint first); handlers can only be set from the main thread
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        for s in previous:
+            signal.signal(s, _raise_interrupted)
+    step = "setup"
+    try:
+        with QuietConsole(log_path, verbose=args.verbose) as qc:
+            def line(msg: str) -> None:
+                if rank0:
+                    qc.line(f"[pipeline] {msg}")
 
-    if dist.is_available() and dist.is_initialized():
-        # the evaluation and the summary run in rank 0 alone, outside the training's process group
-        dist.destroy_process_group()
-    if not is_rank_zero():
-        return 0
-    if args.stop_after in (None, "eval"):
-        r = run_eval(cfg, layout, log)
-        if r is not None:
-            results.append(r)
-    total = time.time() - t0
-    md, js = write_summary(cfg, layout, results, total)
+            con = Console(line=line, detail=lambda m: qc.write_log(f"[pipeline] {m}"), stream=qc.stream,
+                          verbose=args.verbose, progress_every=args.progress_every, resume_command=resume_command(argv))
+            qc.write_log(f"[pipeline] {time.strftime('%Y-%m-%d %H:%M:%S')} {resume_command(argv)}")
+            t0 = time.time()
+            results: list[PhaseResult] = []
+            for phase in PHASES:
+                step = phase
+                results.append(run_phase(cfg, layout, phase, con))
+                if args.stop_after == phase:
+                    break
+            import torch.distributed as dist
 
-    print()
-    print(f"Run folder: {layout.root}  ({total:.0f} s)")
+            if dist.is_available() and dist.is_initialized():
+                # the evaluation and the summary run in rank 0 alone, outside the training's process group
+                dist.destroy_process_group()
+            if not rank0:
+                return 0
+            if args.stop_after in (None, "eval"):
+                step = "eval"
+                r = run_eval(cfg, layout, con)
+                if r is not None:
+                    results.append(r)
+            step = "summary"
+            total = time.time() - t0
+            md, js = write_summary(cfg, layout, results, total)
+    except PipelineInterrupted as e:
+        if rank0:
+            print(f"[pipeline] {step} interrupted by {signal.Signals(e.signum).name}; finished phases are kept; "
+                  f"resume with: {resume_command(argv)}", file=sys.stderr, flush=True)
+        return 143 if e.signum == signal.SIGTERM else 130
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+    out = sys.stdout
+    print(file=out)
+    print(f"Run folder: {layout.root}  ({total:.0f} s; full log: {log_path})", file=out)
     for r in results:
         where = r.samples or (", ".join((r.extra.get("grids") or {}).values()) if r.name == "eval" else None)
-        print(f"  {r.name:<7} {r.status:<8} {r.checkpoint or ''}")
+        print(f"  {r.name:<7} {r.status:<8} {r.seconds:7.1f} s  {r.checkpoint or r.extra.get('report') or ''}", file=out)
         if where:
-            print(f"          grids: {where}")
-        if r.name == "eval":
-            print(f"          report: {r.extra.get('report')}  numbers: {r.extra.get('metrics_json')}")
-    print(f"Summary: {md} (+ {js.name})")
+            print(f"          grids: {where}", file=out)
+    table = _eval_table(results)
+    if table:
+        print(file=out)
+        print(table, file=out)
+    print(f"Summary: {md} (+ {js.name})", file=out, flush=True)
     return 0
 
 

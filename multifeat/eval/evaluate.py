@@ -18,10 +18,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +31,7 @@ import torch
 from multifeat.errors import ConfigError, DataError
 from multifeat.eval import metrics as M
 from multifeat.eval.features import EvaluatorFeatures, extract_features, select_extractor
-from multifeat.utils.files import atomic_write_text, ensure_writable_dir
+from multifeat.utils.files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from multifeat.utils.images import save_grid
 
 #: Seed of the SyntheticFaces draw used as real reference images (apart from training and evaluator seeds).
@@ -59,6 +61,138 @@ def synthetic_real_images(features: Sequence[str], n: int, image_size: int, seed
         items = ds.__getitems__(list(range(start, min(len(ds), start + 256))))
         chunks.append(torch.stack([it["image"] for it in items]))
     return torch.cat(chunks)
+
+
+# ------------------------------------------------------------------------------------ data sources
+#: How the report and the errors name each data source.
+SOURCE_NAMES = {"synthetic": "SyntheticFaces", "celeba": "CelebA", "folder": "an image folder"}
+
+
+def data_source_of(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"source": "synthetic" | "celeba" | "folder", "root": str | None}``: the data a checkpoint was
+    trained on, or None when it does not say.
+
+    Read from ``checkpoint["multifeat"]["data_source"]`` when present, else from the data module's
+    hyper-parameters that Lightning stores with every checkpoint of a fit
+    (``datamodule_hyper_parameters``: ``source`` and ``root`` of AttributeDataModule,
+    SwitchingDataModule, FeatureClassifierDataModule).
+    """
+    meta = checkpoint.get("multifeat") if isinstance(checkpoint.get("multifeat"), dict) else {}
+    rec = meta.get("data_source")
+    if not isinstance(rec, dict):
+        rec = checkpoint.get("datamodule_hyper_parameters")
+    if not isinstance(rec, dict):
+        return None
+    source = rec.get("source")
+    if source is None and isinstance(rec.get("before"), dict) and "image_size" in rec:
+        source = "synthetic"  # SwitchingDataModule without a source: its default
+    if source not in SOURCE_NAMES:
+        return None
+    root = rec.get("root")
+    return {"source": str(source), "root": None if root is None else str(root)}
+
+
+def checkpoint_data_source(path: str | os.PathLike) -> dict[str, Any] | None:
+    """:func:`data_source_of` of the checkpoint file ``path`` (CheckpointError if it cannot be read)."""
+    from multifeat.io.checkpoints import load_checkpoint
+
+    return data_source_of(load_checkpoint(path))
+
+
+def describe_source(src: dict[str, Any] | None) -> str:
+    if not src:
+        return "unknown data"
+    name = SOURCE_NAMES.get(src["source"], src["source"])
+    return f"{name} (root {src['root']})" if src.get("root") and src["source"] != "synthetic" else name
+
+
+def check_evaluator_matches(evaluator_src: dict[str, Any] | None, data_src: dict[str, Any] | None, evaluator_path: str,
+                            data_what: str) -> None:
+    """Refuse an evaluator trained on another kind of data than the images it would judge.
+
+    ``evaluator_src``/``data_src``: :func:`data_source_of` results (None: unknown, not compared).
+    Raises :class:`ConfigError` saying how to get an evaluator of the right data.
+    """
+    if not evaluator_src or not data_src or evaluator_src["source"] == data_src["source"]:
+        return
+    if data_src["source"] == "celeba":
+        root = data_src.get("root") or "DIR"
+        how = (f"Omit --evaluator to train and cache a CelebA evaluator (it reads CelebA under --celeba-root, default "
+               f"'{root}'), or train one with `multifeat fit --config experiments/evaluator.yaml --data.init_args.source celeba "
+               f"--data.init_args.root {root}` and pass its checkpoint")
+    elif data_src["source"] == "synthetic":
+        how = "Omit --evaluator to train and cache a SyntheticFaces evaluator, or pass one trained on SyntheticFaces"
+    else:
+        how = "Pass an evaluator trained on the same kind of images"
+    raise ConfigError(
+        f"evaluator '{evaluator_path}' was trained on {describe_source(evaluator_src)} but {data_what} comes from "
+        f"{describe_source(data_src)}: its verdicts on these images would mean nothing. {how}"
+    )
+
+
+def cached_celeba_evaluator(
+    root: str | os.PathLike,
+    image_size: int,
+    attributes: Sequence[str] = ("bald", "beard", "eyeglasses", "smiling"),
+    cache_dir: str | os.PathLike | None = None,
+    max_steps: int = 400,
+    width: int = 16,
+    max_width: int = 64,
+    batch_size: int = 64,
+    seed: int = 10_000,
+    accelerator: str = "auto",
+    log: Callable[[str], None] | None = print,
+):
+    """An :class:`AttributeEvaluator` trained on the CelebA copy under ``root`` (cached; trained on first use).
+
+    The file is ``<cache_dir>/evaluator-celeba-S<size>-<hash>.ckpt``; the hash covers the absolute
+    root, the size, the attributes and the training settings. The checkpoint records its data source
+    (``multifeat.data_source``), which :func:`check_evaluator_matches` compares. Returns (evaluator, path).
+    """
+    import lightning as L
+
+    from multifeat.data import AttributeDataModule
+    from multifeat.phases.attribute_evaluator import (
+        AttributeEvaluator,
+        default_cache_dir,
+        evaluator_cache_key,
+        load_evaluator,
+    )
+
+    root_abs = str(Path(root).expanduser().resolve())
+    cfg = {"source": "celeba", "root": root_abs, "image_size": int(image_size), "attributes": list(attributes),
+           "seed": int(seed), "max_steps": int(max_steps), "width": int(width), "max_width": int(max_width),
+           "batch_size": int(batch_size), "version": 1}
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = folder / f"evaluator-celeba-S{int(image_size)}-{evaluator_cache_key(**cfg)}.ckpt"
+    if not path.is_file():
+        ensure_writable_dir(folder)
+        if log:
+            log(f"training a CelebA attribute evaluator ({image_size}px, {max_steps} steps, CelebA under {root_abs}) -> {path}")
+        L.seed_everything(seed, workers=True, verbose=False)
+        dm = AttributeDataModule(source="celeba", root=str(root), image_size=int(image_size), attributes=list(attributes),
+                                 batch_size=batch_size, seed=seed, val_fraction=0.1)
+        model = AttributeEvaluator(image_size=int(image_size), attributes=list(attributes), width=width, max_width=max_width)
+        trainer = L.Trainer(max_steps=max_steps, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                            default_root_dir=str(folder))
+        trainer.fit(model, datamodule=dm)
+        trainer.validate(model, datamodule=dm, verbose=False)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            trainer.save_checkpoint(tmp, weights_only=True)
+            # record the data source where every multifeat checkpoint keeps its metadata
+            from multifeat.io.checkpoints import load_checkpoint
+
+            ckpt = load_checkpoint(tmp)  # weights-only read of the file written just above
+            ckpt.setdefault("multifeat", {})["data_source"] = {"source": "celeba", "root": root_abs}
+            buf = io.BytesIO()
+            torch.save(ckpt, buf)
+            atomic_write_bytes(path, buf.getvalue())
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    return load_evaluator(path), path
 
 
 def _rate_entry(k: int, n: int) -> dict[str, Any]:
@@ -393,6 +527,12 @@ def _wandb_run(logger: Any):
 
 __all__ = [
     "DEFAULT_REAL_SEED",
+    "SOURCE_NAMES",
+    "cached_celeba_evaluator",
+    "check_evaluator_matches",
+    "checkpoint_data_source",
+    "data_source_of",
+    "describe_source",
     "check_features",
     "evaluate_generator",
     "evaluate_images",
