@@ -5,7 +5,7 @@ LightningModule / LightningDataModule of this package (or of yours, by full ``cl
 named in a YAML config::
 
     multifeat fit --config experiments/phase1.yaml
-    lightning fit --config experiments/phase3.yaml --trainer.max_epochs 5
+    lightning fit --config experiments/phase3.yaml --trainer.max_epochs 5 --model.init_args.snapshot_epoch 3
 
 The package's own commands (``pipeline``, ``generate``, ``mix``, ``evaluate``, ``bench``, ``faces``)
 live in ``multifeat/commands/<name>.py``, each with a ``main(argv) -> int``.
@@ -119,15 +119,112 @@ def _merge_ckpt_hparams(cli) -> None:
         raise
 
 
+#: top-level packages whose classes the help does not list one by one when there are more than
+#: :data:`MAX_LISTED_FRAMEWORK_CLASSES` of them (every ``torch.nn.Module`` subclass of torch,
+#: torchvision and torchmetrics: ~750 names); they are counted instead and still accepted by ``class_path``.
+MAX_LISTED_FRAMEWORK_CLASSES = 40
+FRAMEWORK_PACKAGES = ("torch", "torchvision", "torchaudio", "torchmetrics", "lightning", "pytorch_lightning",
+                      "lightning_fabric", "timm", "transformers")
+
+_KNOWN = ", known subclasses: "
+
+
+def shorten_known_subclasses(help_text: str) -> str:
+    """Shorten a ``known subclasses: ...`` help list that names more than
+    :data:`MAX_LISTED_FRAMEWORK_CLASSES` classes of :data:`FRAMEWORK_PACKAGES`: the classes of this
+    package (and of any other package) stay listed, the framework ones are counted."""
+    start = help_text.find(_KNOWN)
+    if start < 0:
+        return help_text
+    end = help_text.rfind(")")
+    if end < start:
+        end = len(help_text)
+    names = [n.strip() for n in help_text[start + len(_KNOWN) : end].split(",") if n.strip()]
+    kept = [n for n in names if n.split(".", 1)[0] not in FRAMEWORK_PACKAGES]
+    if len(names) - len(kept) <= MAX_LISTED_FRAMEWORK_CLASSES:
+        return help_text
+    hidden = sorted({n.split(".", 1)[0] for n in names if n not in kept})
+    listed = ", ".join(kept) if kept else "none outside the frameworks"
+    if hidden:
+        listed += (f"; {len(names) - len(kept)} more from {'/'.join(hidden)} not listed, "
+                   "any of them (or a class of yours) works by full class_path")
+    return help_text[:start] + _KNOWN + listed + help_text[end:]
+
+
+def _link_attributes(config: Any) -> None:
+    """``data.init_args.attributes`` follows ``model.init_args.attributes`` when it is not set.
+
+    A model with an ``attributes`` argument (ConditionalGAN, AttributeEvaluator) names the label
+    columns it conditions on / predicts; the data module's ``attributes`` names the columns it
+    serves. Both are logged as hyper-parameters under the same key, and Lightning refuses two
+    different values. Left unset (null), the data module serves exactly the model's columns; set
+    to another list it is kept, and :func:`_check_hparams_agree` reports the difference.
+    """
+    model, data = config.get("model"), config.get("data")
+    margs = getattr(model, "init_args", None) if model is not None else None
+    dargs = getattr(data, "init_args", None) if data is not None else None
+    if margs is None or dargs is None or "attributes" not in dargs or "attributes" not in margs:
+        return
+    if dargs.get("attributes") is None and margs.get("attributes") is not None:
+        dargs["attributes"] = list(margs["attributes"])
+
+
+def _check_hparams_agree(trainer, model, datamodule) -> None:
+    """Refuse, with a one-line :class:`~multifeat.errors.ConfigError`, the model / data
+    hyper-parameters that Lightning would refuse to merge for the logger (same key, different value)."""
+    from multifeat.errors import ConfigError
+
+    if datamodule is None or not trainer.loggers:
+        return
+    if not (getattr(model, "_log_hyperparams", False) and getattr(datamodule, "_log_hyperparams", False)):
+        return
+    mh, dh = model.hparams_initial, datamodule.hparams_initial
+    bad = []
+    for key in sorted(set(mh) & set(dh)):
+        if key.startswith("_"):
+            continue
+        a, b = mh[key], dh[key]
+        if type(a) is not type(b) or a != b:
+            bad.append(f"model.init_args.{key}={a!r} but data.init_args.{key}={b!r}")
+    if bad:
+        raise ConfigError(
+            "; ".join(bad) + ": the model and the data module record these under the same name, so they must be "
+            "equal (set both to the same value)"
+        )
+
+
+_PARSER_CLASS = None
+
+
+def _parser_class():
+    """LightningArgumentParser whose help (also the ``--model.help CLASS`` help, which builds a
+    parser of the same class) lists this package's classes instead of every ``torch.nn`` class."""
+    global _PARSER_CLASS
+    if _PARSER_CLASS is not None:
+        return _PARSER_CLASS
+    from jsonargparse import DefaultHelpFormatter
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    class MultifeatHelpFormatter(DefaultHelpFormatter):
+        def _fill_text(self, text, width, indent):  # keep the line breaks of the epilog
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+
+        def _get_help_string(self, action) -> str:
+            return shorten_known_subclasses(super()._get_help_string(action))
+
+    class MultifeatArgumentParser(LightningArgumentParser):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("formatter_class", MultifeatHelpFormatter)
+            super().__init__(*args, **kwargs)
+
+    _PARSER_CLASS = MultifeatArgumentParser
+    return _PARSER_CLASS
+
+
 def build_cli(args: list[str] | None = None, run: bool = True):
     """Construct the LightningCLI (exposed for tests and notebooks)."""
-    from jsonargparse import DefaultHelpFormatter
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
-
-    class KeepLineBreaks(DefaultHelpFormatter):
-        def _fill_text(self, text, width, indent):
-            return "".join(indent + line for line in text.splitlines(keepends=True))
 
     _register_package_classes()
 
@@ -140,6 +237,13 @@ def build_cli(args: list[str] | None = None, run: bool = True):
         def _parse_ckpt_path(self) -> None:
             _merge_ckpt_hparams(self)
 
+        def before_instantiate_classes(self) -> None:
+            sub = self.config.get("subcommand")
+            _link_attributes(self.config[sub] if sub else self.config)
+
+        def before_fit(self) -> None:
+            _check_hparams_agree(self.trainer, self.model, self.datamodule)
+
     return MultifeatCLI(
         LightningModule,
         LightningDataModule,
@@ -148,7 +252,7 @@ def build_cli(args: list[str] | None = None, run: bool = True):
         trainer_defaults=trainer_defaults(),
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"formatter_class": KeepLineBreaks},
+        parser_class=_parser_class(),
         args=args,
         run=run,
     )

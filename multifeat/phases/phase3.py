@@ -57,7 +57,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,11 @@ from multifeat.nets.dcgan import NORMS, DCGANDiscriminator, DCGANGenerator
 from multifeat.nets.growth import GrownGenerator, normalise_add_blocks, parse_point
 from multifeat.phases.base import PhaseModule
 from multifeat.phases.phase1 import _betas, batch_images, step_uncounted
+
+class ScheduleWarning(UserWarning):
+    """The run's length (``max_epochs`` / ``max_steps``) never reaches ``snapshot_epoch``: no H, no
+    data switch, no AdaIN; the run trains G3 on feature-2 images only."""
+
 
 #: where each input checkpoint comes from, for error messages: key -> (phase number, config)
 _PRODUCERS = {"g1_ckpt": (1, "experiments/phase1.yaml"), "d2_ckpt": (2, "experiments/phase2.yaml")}
@@ -97,6 +103,29 @@ def _weights(value: Sequence[float], name: str, n: int) -> list[float]:
     if len(w) != n or any(v < 0 for v in w) or sum(w) <= 0:
         raise ConfigError(f"{name} must be {n} non-negative numbers with a positive sum, got {list(value)}")
     return w
+
+
+@contextmanager
+def _own_hparams() -> Iterator[None]:
+    """Let modules built inside Phase3GAN's ``__init__`` record their own hyper-parameters.
+
+    LightningCLI builds the configured module inside a context that hands *its* init arguments to
+    ``save_hyperparameters``; any LightningModule constructed while that context is open (here: the
+    Phase-1 and Phase-2 modules read from ``g1_ckpt`` / ``d2_ckpt``) would otherwise record Phase 3's
+    arguments instead of its own (e.g. ``image_size=None`` for D2). The context is cleared for the
+    duration of the nested builds and restored after.
+    """
+    from lightning.pytorch.core.mixins import hparams_mixin
+
+    given = getattr(hparams_mixin, "_given_hyperparameters", None)
+    if given is None:  # a Lightning without that context: nothing leaks into nested modules
+        yield
+        return
+    token = given.set(None)
+    try:
+        yield
+    finally:
+        given.reset(token)
 
 
 def _freeze(module: nn.Module) -> nn.Module:
@@ -248,8 +277,9 @@ class Phase3GAN(PhaseModule):
                 "train phase 2 at the image size of phase 1"
             )
         del ck1, ck2
-        p1 = load_phase_module(g1_path, expect_phase="phase1")
-        p2 = load_phase_module(d2_path, expect_phase="phase2")
+        with _own_hparams():
+            p1 = load_phase_module(g1_path, expect_phase="phase1")
+            p2 = load_phase_module(d2_path, expect_phase="phase2")
         use_ema = bool(hp.g1_use_ema) and getattr(p1, "ema", None) is not None
         g1 = p1.ema.module if use_ema else p1.generator
         d1 = p1.discriminator
@@ -293,7 +323,8 @@ class Phase3GAN(PhaseModule):
         try:
             g1 = DCGANGenerator(**arch["g1"])
             d3 = DCGANDiscriminator(**arch["d3"])
-            d2 = _rebuild(arch["d2"]["class_path"], arch["d2"]["hparams"])
+            with _own_hparams():
+                d2 = _rebuild(arch["d2"]["class_path"], arch["d2"]["hparams"])
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"Phase3GAN: the recorded architecture is incomplete or unreadable ({e})") from e
         size = g1.image_size
@@ -381,6 +412,42 @@ class Phase3GAN(PhaseModule):
                 f"Phase3GAN switches to feature-1 data at epoch {s}, but the data module ({type(dm).__name__}) does "
                 "not switch; use multifeat.data.switching.SwitchingDataModule for the paper's schedule"
             )
+
+    def on_train_start(self) -> None:
+        """Warn (:class:`ScheduleWarning`) when ``max_epochs`` / ``max_steps`` end the run before the snapshot."""
+        message = self.snapshot_schedule_problem(
+            self.trainer.max_epochs, self.trainer.max_steps, self.trainer.num_training_batches,
+            int(self.current_epoch), int(self.global_step),
+        )
+        if message:
+            rank_zero_warn(message, category=ScheduleWarning)
+
+    def snapshot_schedule_problem(self, max_epochs: int | None, max_steps: int | None, batches_per_epoch: float,
+                                  epoch: int = 0, step: int = 0) -> str | None:
+        """Why a run of this length starting at ``epoch`` / ``step`` never reaches ``snapshot_epoch``
+        (one line), or None when it does (or there is no snapshot, or it was taken already).
+
+        The snapshot is taken at the start of epoch ``snapshot_epoch`` (0-based), i.e. after
+        ``snapshot_epoch`` finished epochs: ``max_epochs <= snapshot_epoch`` never gets there, nor does
+        ``max_steps <= step + (snapshot_epoch - epoch) * batches_per_epoch`` (one step per batch).
+        """
+        s = self.hparams.snapshot_epoch
+        if s is None or bool(self.snapshot_taken):
+            return None
+        s = int(s)
+        tail = "so there is no snapshot H, no data switch to feature 1 and no AdaIN"
+        if max_epochs is not None and 0 <= max_epochs <= s:
+            return (f"Phase3GAN: snapshot_epoch={s} is never reached: max_epochs={max_epochs} stops the run after epoch "
+                    f"{max_epochs - 1} (epochs count from 0), {tail}; set snapshot_epoch below max_epochs "
+                    f"(e.g. --model.init_args.snapshot_epoch {max(0, (max_epochs * 5) // 8)}) or raise max_epochs")
+        finite = batches_per_epoch is not None and batches_per_epoch != float("inf") and batches_per_epoch > 0
+        if max_steps is not None and max_steps >= 0 and finite:
+            need = int(step + max(0, s - epoch) * int(batches_per_epoch))
+            if max_steps <= need:
+                return (f"Phase3GAN: snapshot_epoch={s} is never reached: max_steps={max_steps} ends the run before step "
+                        f"{need + 1} ({int(batches_per_epoch)} batches per epoch), {tail}; set max_steps above {need} "
+                        "or lower snapshot_epoch")
+        return None
 
     # ------------------------------------------------------------------------------------- generation
     def _combine(self, z: torch.Tensor, hook=None) -> torch.Tensor:
