@@ -46,7 +46,7 @@ from ``hparams["arch"]`` and never open ``g1_ckpt`` / ``d2_ckpt``. Resuming a fi
 from the resumed checkpoint's ``arch`` in :meth:`on_load_checkpoint`; a *fresh* fit without them
 fails with a message naming the missing file and the phase that writes it.
 
-Logged every step: ``loss/d3``, ``loss/g3`` (progress bar), ``d2/fake_mean`` (mean D2 of the fakes:
+Logged on the steps the logger writes (every ``trainer.log_every_n_steps`` batches): ``loss/d3``, ``loss/g3`` (progress bar), ``d2/fake_mean`` (mean D2 of the fakes:
 does the fake keep feature 1?), ``d3/real_mean``, ``d3/fake_mean``, ``phase3/adain_active`` (0/1),
 ``phase3/data_stage`` (0 before the data switch, 1 after).
 
@@ -57,8 +57,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +71,9 @@ from multifeat.losses import ALPHA_DEFAULT, BETA_DEFAULT, make_f, phase3_d_loss,
 from multifeat.nets.adain import adain
 from multifeat.nets.dcgan import NORMS, DCGANDiscriminator, DCGANGenerator
 from multifeat.nets.growth import GrownGenerator, normalise_add_blocks, parse_point
-from multifeat.phases.base import PhaseModule
-from multifeat.phases.phase1 import _betas, batch_images, step_uncounted
+from multifeat.phases.gan import GANModule, batch_images, check_betas, check_finite_every, check_lr
+from multifeat.utils.lightning_private import own_hyperparameters
+
 
 class ScheduleWarning(UserWarning):
     """The run's length (``max_epochs`` / ``max_steps``) never reaches ``snapshot_epoch``: no H, no
@@ -105,29 +105,6 @@ def _weights(value: Sequence[float], name: str, n: int) -> list[float]:
     return w
 
 
-@contextmanager
-def _own_hparams() -> Iterator[None]:
-    """Let modules built inside Phase3GAN's ``__init__`` record their own hyper-parameters.
-
-    LightningCLI builds the configured module inside a context that hands *its* init arguments to
-    ``save_hyperparameters``; any LightningModule constructed while that context is open (here: the
-    Phase-1 and Phase-2 modules read from ``g1_ckpt`` / ``d2_ckpt``) would otherwise record Phase 3's
-    arguments instead of its own (e.g. ``image_size=None`` for D2). The context is cleared for the
-    duration of the nested builds and restored after.
-    """
-    from lightning.pytorch.core.mixins import hparams_mixin
-
-    given = getattr(hparams_mixin, "_given_hyperparameters", None)
-    if given is None:  # a Lightning without that context: nothing leaks into nested modules
-        yield
-        return
-    token = given.set(None)
-    try:
-        yield
-    finally:
-        given.reset(token)
-
-
 def _freeze(module: nn.Module) -> nn.Module:
     module.eval()
     for p in module.parameters():
@@ -157,7 +134,7 @@ def _rebuild(class_path: str, hparams: dict[str, Any]) -> nn.Module:
     return cls(**hparams)
 
 
-class Phase3GAN(PhaseModule):
+class Phase3GAN(GANModule):
     """G3 (grown from G1) and D3 trained with the paper's α/β losses and the frozen D2; AdaIN after the snapshot.
 
     Args:
@@ -181,7 +158,9 @@ class Phase3GAN(PhaseModule):
             ``"g3"`` (the reverse).
         adain_eps: AdaIN's epsilon. Default 1e-5.
         num_fixed, fixed_seed: the fixed noise of :meth:`sample_fixed` (sample grids). Default 64, 0.
-        image_size: expected image side; None: G1's. A mismatch with G1 is an error.
+        finite_check_every_n_steps: run the non-finite guard on every n-th step; 0 disables it. Default 1.
+        image_size: expected image side; None: G1's. A mismatch with G1 is an error. Recorded in the
+            hyper-parameters once the networks are built (G1's side).
         arch: architectures recorded from the checkpoints at the first build; leave None.
     """
 
@@ -212,15 +191,15 @@ class Phase3GAN(PhaseModule):
         adain_eps: float = 1e-5,
         num_fixed: int = 64,
         fixed_seed: int = 0,
+        finite_check_every_n_steps: int = 1,
         image_size: int | None = None,
         arch: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.automatic_optimization = False
         self._f = make_f(f, f_tau)
-        for name, lr in (("lr_g", lr_g), ("lr_d", lr_d)):
-            if not lr > 0:
-                raise ConfigError(f"{name} must be > 0, got {lr}")
+        check_lr("lr_g", lr_g)
+        check_lr("lr_d", lr_d)
+        check_finite_every(finite_check_every_n_steps)
         for name, e in (("snapshot_epoch", snapshot_epoch), ("switch_epoch", switch_epoch)):
             if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 0):
                 raise ConfigError(f"{name} must be an integer >= 0 or null, got {e!r}")
@@ -230,12 +209,15 @@ class Phase3GAN(PhaseModule):
             raise ConfigError(f"norm_d must be one of {NORMS}, got {norm_d!r}")
         if num_fixed < 1:
             raise ConfigError(f"num_fixed must be >= 1, got {num_fixed}")
-        self.save_hyperparameters()
+        # image_size is recorded once known (G1's, in _build): the initial (logged) hyper-parameters
+        # leave it out, so an unset size never conflicts with the data module's
+        self._requested_image_size = image_size
+        self.save_hyperparameters(ignore=["image_size"])
         self.hparams.update(
             alpha=_weights(alpha, "alpha", 3),
             beta=_weights(beta, "beta", 2),
-            betas_g=list(_betas(betas_g, "betas_g")),
-            betas_d=list(_betas(betas_d, "betas_d")),
+            betas_g=check_betas(betas_g, "betas_g"),
+            betas_d=check_betas(betas_d, "betas_d"),
         )
         self.generator: GrownGenerator | None = None
         self.discriminator: DCGANDiscriminator | None = None
@@ -277,7 +259,7 @@ class Phase3GAN(PhaseModule):
                 "train phase 2 at the image size of phase 1"
             )
         del ck1, ck2
-        with _own_hparams():
+        with own_hyperparameters():
             p1 = load_phase_module(g1_path, expect_phase="phase1")
             p2 = load_phase_module(d2_path, expect_phase="phase2")
         use_ema = bool(hp.g1_use_ema) and getattr(p1, "ema", None) is not None
@@ -323,13 +305,14 @@ class Phase3GAN(PhaseModule):
         try:
             g1 = DCGANGenerator(**arch["g1"])
             d3 = DCGANDiscriminator(**arch["d3"])
-            with _own_hparams():
+            with own_hyperparameters():
                 d2 = _rebuild(arch["d2"]["class_path"], arch["d2"]["hparams"])
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"Phase3GAN: the recorded architecture is incomplete or unreadable ({e})") from e
         size = g1.image_size
-        if hp.image_size is not None and int(hp.image_size) != size:
-            raise ConfigError(f"image_size={hp.image_size} but g1_ckpt '{hp.g1_ckpt}' generates {size}x{size} images")
+        wanted = self._requested_image_size
+        if wanted is not None and int(wanted) != size:
+            raise ConfigError(f"image_size={wanted} but g1_ckpt '{hp.g1_ckpt}' generates {size}x{size} images")
         d2_size = getattr(d2, "hparams", {}).get("image_size") if hasattr(d2, "hparams") else None
         if d2_size is not None and int(d2_size) != size:
             raise CheckpointError(
@@ -347,12 +330,7 @@ class Phase3GAN(PhaseModule):
             image_size=size,
             add_blocks=normalise_add_blocks(self.generator.add_blocks, self.generator.resolutions),
         )
-        # the logged (initial) hparams carry the resolved size too: Lightning compares it with the data's
-        initial = getattr(self, "_hparams_initial", None)
-        if initial is not None:
-            initial["image_size"] = size
-        g = torch.Generator().manual_seed(int(hp.fixed_seed))
-        self.register_buffer("fixed_z", torch.randn(int(hp.num_fixed), g1.z_dim, generator=g), persistent=False)
+        self.register_fixed_noise(hp.num_fixed, g1.z_dim, hp.fixed_seed)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)  # refuses another phase's or image size's checkpoint
@@ -492,75 +470,53 @@ class Phase3GAN(PhaseModule):
     def noise(self, n: int, seed: int | None = None) -> torch.Tensor:
         """``n`` noise vectors [n, z_dim]; with ``seed`` drawn on the CPU from their own generator."""
         self._require_built()
-        if seed is None:
-            return torch.randn(n, self.z_dim, device=self.device)
-        g = torch.Generator().manual_seed(int(seed))
-        return torch.randn(n, self.z_dim, generator=g).to(self.device)
+        return super().noise(n, seed)
 
-    @torch.no_grad()
     def generate(self, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Images of ``z`` in eval mode (training mode restored after): [N, 3, S, S] in [-1, 1]."""
+        """Images of ``z`` in eval mode (training mode restored after): [N, 3, S, S] in [-1, 1],
+        combined through AdaIN once H exists."""
         self._require_built()
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
-            out = [self._combine(chunk) for chunk in z.to(self.device).split(batch_size)]
-        finally:
-            self.generator.train(was_training)
-        size = int(self.hparams.image_size)
-        return torch.cat(out) if out else z.new_zeros(0, 3, size, size)
-
-    def sample(self, n: int, seed: int | None = None, batch_size: int = 256) -> torch.Tensor:
-        """``n`` images [n, 3, S, S] in [-1, 1] (combined through AdaIN once H exists); same seed, same images."""
-        return self.generate(self.noise(n, seed), batch_size=batch_size)
+        return self.run_in_eval(self.generator, self._combine, [z], batch_size)
 
     def sample_fixed(self, n: int | None = None) -> torch.Tensor:
         """Images of the fixed noise (for sample grids)."""
         self._require_built()
-        return self.generate(self.fixed_z if n is None else self.fixed_z[:n])
+        return super().sample_fixed(n)
 
     # ------------------------------------------------------------------------------------- training
+    progress_bar_keys = ("loss/d3", "loss/g3", "d2/fake_mean")
+
     def configure_optimizers(self):
         self._require_built()
-        hp = self.hparams
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas_g))
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas_d))
-        return [opt_g, opt_d]
+        return super().configure_optimizers()
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def gan_step(self, batch: Any, batch_idx: int, opt_g: Any, opt_d: Any) -> dict[str, Any]:
         x = batch_images(batch)
-        opt_g, opt_d = self.optimizers()
         hp = self.hparams
         z = torch.randn(x.shape[0], self.z_dim, device=x.device)
         fake = self._combine(z)
 
         # --- D3: real -> 1, fake -> 0, and towards D2's verdict on the fake (α3)
-        self.toggle_optimizer(opt_d)
-        d3_real = self.discriminator(x)
-        d3_fake = self.discriminator(fake.detach())
-        with torch.no_grad():
-            d2_fake = self.d2_prob(fake.detach())
-        loss_d = phase3_d_loss(d3_real, d3_fake, d2_fake, hp.alpha)
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss_d)
-        self.check_finite(loss_d3=loss_d)  # before the update: a bad step changes no weights
-        opt_d.step()
-        self.untoggle_optimizer(opt_d)
+        with self.toggled(opt_d):
+            d3_real = self.discriminator(x)
+            d3_fake = self.discriminator(fake.detach())
+            with torch.no_grad():
+                d2_fake = self.d2_prob(fake.detach())
+            loss_d = phase3_d_loss(d3_real, d3_fake, d2_fake, hp.alpha)
+            self.optimizer_update(opt_d, loss_d, "loss_d3")
 
         # --- G3: fool D3 (β1) and make the frozen D2 see feature 1 (β2, through f)
-        self.toggle_optimizer(opt_g)
-        loss_g = phase3_g_loss(self.discriminator(fake), self.d2_prob(fake), hp.beta, self._f)
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss_g)
-        self.check_finite(loss_g3=loss_g)
-        step_uncounted(opt_g)
-        self.untoggle_optimizer(opt_g)
+        with self.toggled(opt_g):
+            loss_g = phase3_g_loss(self.discriminator(fake), self.d2_prob(fake), hp.beta, self._f)
+            self.optimizer_update(opt_g, loss_g, "loss_g3")
 
-        self.log("loss/d3", loss_d.detach(), prog_bar=True)
-        self.log("loss/g3", loss_g.detach(), prog_bar=True)
-        self.log("d2/fake_mean", d2_fake.float().mean(), prog_bar=True)
-        self.log("d3/real_mean", d3_real.detach().float().mean())
-        self.log("d3/fake_mean", d3_fake.detach().float().mean())
-        self.log("phase3/adain_active", float(self.adain_active))
         s = self.data_switch_epoch
-        self.log("phase3/data_stage", float(s is not None and self.current_epoch >= s))
+        return {
+            "loss/d3": loss_d.detach(),
+            "loss/g3": loss_g.detach(),
+            "d2/fake_mean": d2_fake.float().mean(),
+            "d3/real_mean": d3_real.detach().float().mean(),
+            "d3/fake_mean": d3_fake.detach().float().mean(),
+            "phase3/adain_active": float(self.adain_active),
+            "phase3/data_stage": float(s is not None and self.current_epoch >= s),
+        }
