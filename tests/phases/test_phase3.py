@@ -155,7 +155,8 @@ def test_snapshot_data_switch_and_frozen_d2_during_training(ckpts):
     d2_before = copy.deepcopy(m.d2.state_dict())
     g_before = copy.deepcopy(m.generator.state_dict())
     rec = Recorder()
-    trainer = Trainer(max_epochs=3, enable_checkpointing=False, reload_dataloaders_every_n_epochs=1, callbacks=[rec], **QUIET)
+    trainer = Trainer(max_epochs=3, enable_checkpointing=False, reload_dataloaders_every_n_epochs=1, callbacks=[rec],
+                      log_every_n_steps=1, **QUIET)
     trainer.fit(m, datamodule=switching_data())
     # D2 never changed (and stayed in eval mode) while G3 did
     for k, v in m.d2.state_dict().items():
