@@ -21,6 +21,14 @@
   costs a few hundred microseconds per call, which the other steps skip. A scalar that a batch does
   not produce (a lazy regulariser's, a G loss with ``d_steps_per_g > 1``) is logged with its latest
   value of the current epoch, as Lightning reports a key logged on an earlier step of the epoch.
+- **Plain DDP.** Each backward pass of a GAN reaches only one network's parameters, which DDP
+  without ``find_unused_parameters`` refuses. Under such a DDP (``strategy: ddp``) the updates
+  therefore run untoggled and every loss gets ``0 * sum(p)`` over the trainable parameters its
+  backward pass would not reach, so that every backward pass gives every parameter a gradient
+  (zeros for the other network). The other network's gradients are discarded by its own
+  ``zero_grad`` before its next update, so the weights follow the same updates as with
+  ``ddp_find_unused_parameters_true`` (``tests/ddp/test_ddp.py`` compares them bit for bit); the
+  cost is that every backward pass all-reduces both networks' gradients (see ``docs/scaling.md``).
 - **Optimizers.** :meth:`configure_optimizers` returns ``[opt_g, opt_d]``, Adam on the generator
   and the discriminator with the settings of :meth:`adam_settings` (by default ``lr_g``/``betas_g``
   and ``lr_d``/``betas_d`` from the hyper-parameters, checked by :func:`check_lr` /
@@ -40,6 +48,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from multifeat.errors import ConfigError
 from multifeat.phases.base import PhaseModule
@@ -159,9 +168,22 @@ class GANModule(PhaseModule):
         n = int(self.hparams.get("finite_check_every_n_steps", 1))
         return n > 0 and step % n == 0
 
+    @property
+    def every_parameter_in_every_backward(self) -> bool:
+        """True under DDP without ``find_unused_parameters`` (plain ``strategy: ddp``)."""
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        wrapped = getattr(trainer.strategy, "model", None)
+        return isinstance(wrapped, DistributedDataParallel) and not wrapped.find_unused_parameters
+
     @contextmanager
     def toggled(self, optimizer: Any) -> Iterator[None]:
-        """Only ``optimizer``'s parameters require gradients inside the block (Lightning's toggle)."""
+        """Only ``optimizer``'s parameters require gradients inside the block (Lightning's toggle);
+        under plain DDP nothing is toggled (see the module docstring)."""
+        if self.every_parameter_in_every_backward:
+            yield
+            return
         self.toggle_optimizer(optimizer)
         try:
             yield
@@ -183,6 +205,8 @@ class GANModule(PhaseModule):
             loss.backward()
             optimizer.step()
             return
+        if self.every_parameter_in_every_backward:
+            loss = loss + _zero_touch(loss, (p for p in self.parameters() if p.requires_grad))
         self.manual_backward(loss)
         raw = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside LightningOptimizer
         self.trainer.strategy.optimizer_step(raw, closure=_no_closure, model=self)
@@ -273,3 +297,8 @@ class GANModule(PhaseModule):
 
 def _no_closure() -> None:
     return None
+
+
+def _zero_touch(loss: torch.Tensor, params: Iterator[nn.Parameter]) -> torch.Tensor:
+    """``0 * sum(p)`` over ``params``: adds nothing to ``loss`` but gives each parameter a (zero) gradient."""
+    return sum((p.sum().to(loss.dtype) * 0.0 for p in params), loss.new_zeros(()))

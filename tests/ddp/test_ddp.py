@@ -190,3 +190,16 @@ def test_pipeline_under_ddp_only_rank_zero_writes(tmp_path):
     assert (run / "eval" / "report.md").is_file() and (run / "summary.md").is_file()
     # 16 faces / batch 4 / 2 ranks = 2 steps: collections at steps 0 and 1, 2 images each, written once
     assert sorted(e["step"] for e in read_bank(run / "phase1" / "negatives")) == [0, 0, 1, 1]
+
+
+# ---------------------------------------------------------------------------------------------- plain ddp
+@pytest.mark.parametrize("phase", ["phase1", "phase3", "stylegan2ada"])
+def test_plain_ddp_trains_exactly_like_find_unused_parameters(tmp_path, phase):
+    """``strategy: ddp`` (no search for unused parameters) trains the GAN phases, to the same weights bit
+    for bit as ``ddp_find_unused_parameters_true`` (docs/scaling.md)."""
+    extra = ("--inputs", str(_make_phase3_inputs(tmp_path / "inputs"))) if phase == "phase3" else ()
+    plain = run_ddp(phase, tmp_path / "plain", "--strategy", "ddp", *extra)
+    check_common(plain, tmp_path / "plain")
+    found = run_ddp(phase, tmp_path / "found", *extra)
+    for r_plain, r_found in zip(plain, found):
+        assert r_plain["params"] == r_found["params"]
