@@ -17,7 +17,10 @@ terms are unchanged, while the loss scale (and so a good learning rate) no longe
 ``f`` (the paper leaves it undefined; its purpose is that D2 judges the fake to carry feature 1):
 see :func:`make_f`.
 
-Method B (StyleGAN2-ADA regularisers, as in the official ``training/loss.py``):
+Method B (StyleGAN2-ADA, as in the official ``training/loss.py``; logits are D's raw outputs):
+
+- G:            ``mean(softplus(-D(G(z))))`` (non-saturating logistic)       -> :func:`logistic_g_loss`
+- D:            ``mean(softplus(D(G(z))) + softplus(-D(x)))``              -> :func:`logistic_d_loss`
 
 - R1:           ``|d sum_i D(x_i) / d x_i|^2`` per sample                  -> :func:`r1_penalty`
 - path length:  ``(|J_w^T y| - a)^2`` with ``a`` a running mean          -> :func:`path_length_penalty`
@@ -145,6 +148,17 @@ def make_f(name: str = "identity", tau: float = 0.9) -> Callable[[torch.Tensor],
 
 
 # ---------------------------------------------------------------------------------------------- StyleGAN2-ADA
+def logistic_g_loss(fake_logits: Tensor) -> Tensor:
+    """The non-saturating logistic G loss ``mean(softplus(-D(G(z))))`` (``Gmain``)."""
+    return F.softplus(-fake_logits).mean()
+
+
+def logistic_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """The logistic D loss ``mean(softplus(D(G(z))) + softplus(-D(x)))`` (``Dmain``); both batches
+    have the same size, as in the official loop."""
+    return (F.softplus(fake_logits) + F.softplus(-real_logits)).mean()
+
+
 def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:
     """R1: per-sample ``|d sum(D(.)) / d x_i|^2`` ``[B]``, differentiable (double backward).
 

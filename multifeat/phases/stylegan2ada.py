@@ -37,11 +37,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multifeat.errors import ConfigError
-from multifeat.losses import path_length_penalty, r1_penalty
+from multifeat.losses import logistic_d_loss, logistic_g_loss, path_length_penalty, r1_penalty
 from multifeat.nets.stylegan2 import Discriminator, Generator
 from multifeat.nets.stylegan2.augment import AdaptiveP, ada_adjust, augment_pipe_from_preset
 from multifeat.phases.gan import GANModule, check_betas, check_finite_every, check_lr
@@ -342,7 +341,7 @@ class StyleGAN2ADA(GANModule):
         # --- G: main loss, then lazy path-length regularisation
         with self.toggled(opt_g):
             fake, _ = self.run_G(torch.randn(b, self.z_dim, device=x.device), c)
-            loss_g = F.softplus(-self.run_D(fake, c)).mean()
+            loss_g = logistic_g_loss(self.run_D(fake, c))
             self.optimizer_update(opt_g, loss_g, "loss_G")
             logs["loss/G"] = loss_g.detach()
             if hp.pl_weight > 0 and step % hp.pl_interval == 0:
@@ -362,7 +361,7 @@ class StyleGAN2ADA(GANModule):
             fake_logits = self.run_D(fake, c)
             real_logits = self.run_D(x.detach(), c)
             self.accumulate_ada(real_logits)
-            loss_d = (F.softplus(fake_logits) + F.softplus(-real_logits)).mean()
+            loss_d = logistic_d_loss(real_logits, fake_logits)
             self.optimizer_update(opt_d, loss_d, "loss_D")
             logs["loss/D"] = loss_d.detach()
             logs["D/real"] = real_logits.detach().float().mean()

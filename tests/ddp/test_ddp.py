@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import tiny_phase1
 
 from multifeat.phases.stylegan2ada import ada_adjust
 
@@ -89,13 +90,13 @@ def _make_phase3_inputs(folder: Path) -> Path:
     from lightning.pytorch import Trainer, seed_everything
 
     from multifeat.data import AttributeDataModule, FeatureClassifierDataModule
-    from multifeat.phases import FeatureClassifier, Phase1GAN
+    from multifeat.phases import FeatureClassifier
 
     quiet = dict(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                  enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     folder.mkdir(parents=True, exist_ok=True)
     seed_everything(0, verbose=False)
-    p1 = Phase1GAN(image_size=16, z_dim=8, g_width=4, d_width=4, max_width=16, num_fixed=4)
+    p1 = tiny_phase1(num_fixed=4)
     t = Trainer(**quiet)
     t.fit(p1, datamodule=AttributeDataModule(image_size=16, require={"bald": True}, num_samples=16, batch_size=8,
                                              val_fraction=0.0))

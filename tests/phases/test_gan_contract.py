@@ -15,7 +15,15 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from helpers import make_phase3_inputs, quiet_trainer, tiny_cgan, tiny_data, tiny_phase1, tiny_phase3, tiny_stylegan2
+from helpers import (
+    make_phase3_inputs,
+    quiet_trainer,
+    tiny_cgan,
+    tiny_data,
+    tiny_phase1,
+    tiny_phase3,
+    tiny_stylegan2,
+)
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger

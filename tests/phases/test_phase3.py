@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from helpers import tiny_phase1
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -29,7 +30,7 @@ def _fit_and_save(module, data, path, steps=2):
 
 def make_phase1(path, size=16, ema_decay=None):
     seed_everything(0, verbose=False)
-    p1 = Phase1GAN(image_size=size, z_dim=8, g_width=4, d_width=4, max_width=16, num_fixed=4, ema_decay=ema_decay)
+    p1 = tiny_phase1(image_size=size, num_fixed=4, ema_decay=ema_decay)
     dm = AttributeDataModule(image_size=size, require={"bald": True}, num_samples=16, batch_size=8, val_fraction=0.0)
     return _fit_and_save(p1, dm, path)
 
