@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 import multifeat
+from multifeat.callbacks.rng_state import RNGState
 from multifeat.errors import CheckpointError, ConfigError, NonFiniteLossError
 
 
@@ -83,8 +84,6 @@ class PhaseModule(LightningModule):
 
         Subclasses that add their own should extend ``super().configure_callbacks()``.
         """
-        from multifeat.callbacks.rng_state import RNGState
-
         return [RNGState()]
 
     def check_finite(self, **terms: torch.Tensor) -> None:

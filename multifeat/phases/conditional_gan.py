@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from multifeat.data.common import ATTRIBUTES
 from multifeat.errors import ConfigError, DataError
 from multifeat.losses import lsgan_d_loss, lsgan_g_loss
 from multifeat.nets.conditional import ConditionalGenerator, ProjectionDiscriminator
@@ -35,8 +36,6 @@ DEFAULT_ATTRIBUTES = ("bald", "beard")
 
 
 def _package_attributes() -> tuple[str, ...]:
-    from multifeat.data import ATTRIBUTES
-
     return tuple(ATTRIBUTES)
 
 

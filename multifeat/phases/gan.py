@@ -60,6 +60,7 @@ __all__ = [
     "check_betas",
     "check_finite_every",
     "check_lr",
+    "freeze",
     "should_log_step",
 ]
 
@@ -146,6 +147,9 @@ class GANModule(PhaseModule):
         """The trained discriminator."""
         return getattr(self, self.discriminator_attr)
 
+    def check_ready(self) -> None:
+        """Raise a clear error when the module cannot sample or train yet (here: always ready)."""
+
     # ------------------------------------------------------------------------------------- optimizers
     def adam_settings(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Keyword arguments of ``torch.optim.Adam`` for (G, D)."""
@@ -153,6 +157,7 @@ class GANModule(PhaseModule):
         return {"lr": hp.lr_g, "betas": tuple(hp.betas_g)}, {"lr": hp.lr_d, "betas": tuple(hp.betas_d)}
 
     def configure_optimizers(self):
+        self.check_ready()
         g, d = self.adam_settings()
         opt_g = torch.optim.Adam(self.g_net.parameters(), **g)
         opt_d = torch.optim.Adam(self.d_net.parameters(), **d)
@@ -258,6 +263,7 @@ class GANModule(PhaseModule):
         """``n`` noise vectors [n, z_dim] on this module's device. With ``seed`` they are drawn on
         the CPU from ``torch.Generator().manual_seed(seed)`` (same values on every device) and the
         global RNG is untouched; without, from the global RNG."""
+        self.check_ready()
         if seed is None:
             return torch.randn(n, self.z_dim, device=self.device)
         g = torch.Generator().manual_seed(int(seed))
@@ -292,7 +298,16 @@ class GANModule(PhaseModule):
 
     def sample_fixed(self, n: int | None = None) -> torch.Tensor:
         """Images of the fixed noise (``num_fixed`` of them, or the first ``n``), for grids."""
+        self.check_ready()
         return self.generate(self.fixed_z if n is None else self.fixed_z[:n])
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and no gradients for ``module`` (a frozen network); returns it."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
 
 
 def _no_closure() -> None:

@@ -67,11 +67,11 @@ from torch import nn
 
 from multifeat.errors import CheckpointError, ConfigError
 from multifeat.io.checkpoints import _import_class, checkpoint_meta, load_checkpoint, load_phase_module
-from multifeat.losses import ALPHA_DEFAULT, BETA_DEFAULT, make_f, phase3_d_loss, phase3_g_loss
+from multifeat.losses import ALPHA_DEFAULT, BETA_DEFAULT, check_weights, make_f, phase3_d_loss, phase3_g_loss
 from multifeat.nets.adain import adain
 from multifeat.nets.dcgan import NORMS, DCGANDiscriminator, DCGANGenerator
 from multifeat.nets.growth import GrownGenerator, normalise_add_blocks, parse_point
-from multifeat.phases.gan import GANModule, batch_images, check_betas, check_finite_every, check_lr
+from multifeat.phases.gan import GANModule, batch_images, check_betas, check_finite_every, check_lr, freeze
 from multifeat.utils.lightning_private import own_hyperparameters
 
 
@@ -93,23 +93,6 @@ def _missing(key: str, path: str | None) -> CheckpointError:
 
 def _exists(path: str | None) -> bool:
     return bool(path) and Path(path).is_file()
-
-
-def _weights(value: Sequence[float], name: str, n: int) -> list[float]:
-    try:
-        w = [float(v) for v in value]
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{name} must be {n} numbers, got {value!r}") from e
-    if len(w) != n or any(v < 0 for v in w) or sum(w) <= 0:
-        raise ConfigError(f"{name} must be {n} non-negative numbers with a positive sum, got {list(value)}")
-    return w
-
-
-def _freeze(module: nn.Module) -> nn.Module:
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
 
 
 def _primitive(obj: Any) -> Any:
@@ -214,8 +197,8 @@ class Phase3GAN(GANModule):
         self._requested_image_size = image_size
         self.save_hyperparameters(ignore=["image_size"])
         self.hparams.update(
-            alpha=_weights(alpha, "alpha", 3),
-            beta=_weights(beta, "beta", 2),
+            alpha=check_weights("alpha", alpha, 3),
+            beta=check_weights("beta", beta, 2),
             betas_g=check_betas(betas_g, "betas_g"),
             betas_d=check_betas(betas_d, "betas_d"),
         )
@@ -240,7 +223,8 @@ class Phase3GAN(GANModule):
     def built(self) -> bool:
         return self.generator is not None
 
-    def _require_built(self) -> None:
+    def check_ready(self) -> None:
+        """Refuse to sample or train before the networks exist (a missing g1_ckpt / d2_ckpt)."""
         if not self.built:
             for key in ("g1_ckpt", "d2_ckpt"):
                 if not _exists(self.hparams[key]):
@@ -296,8 +280,8 @@ class Phase3GAN(GANModule):
             self.discriminator.load_state_dict(d1.state_dict())
         self.d2.load_state_dict(p2.state_dict())
         self.h.load_state_dict(self.generator.state_dict())
-        _freeze(self.d2)
-        _freeze(self.h)
+        freeze(self.d2)
+        freeze(self.h)
 
     def _build(self, arch: dict[str, Any]) -> None:
         """Build G3, D3, D2 and H from the recorded architectures (weights: initial values)."""
@@ -321,8 +305,8 @@ class Phase3GAN(GANModule):
             )
         self.generator = GrownGenerator(g1, hp.add_blocks)
         self.discriminator = d3
-        self.d2 = _freeze(d2)
-        self.h = _freeze(copy.deepcopy(self.generator))
+        self.d2 = freeze(d2)
+        self.h = freeze(copy.deepcopy(self.generator))
         self._point = parse_point(hp.adain_at, self.generator.resolutions)
         self.z_dim = g1.z_dim
         self.hparams.update(
@@ -364,9 +348,9 @@ class Phase3GAN(GANModule):
     @torch.no_grad()
     def take_snapshot(self) -> None:
         """Copy G3 (weights and batch-norm statistics) into the frozen H."""
-        self._require_built()
+        self.check_ready()
         self.h.load_state_dict(self.generator.state_dict())
-        _freeze(self.h)
+        freeze(self.h)
         self.snapshot_taken.fill_(True)
         self.snapshot_at_epoch.fill_(int(self.current_epoch) if self._trainer is not None else -1)
 
@@ -459,7 +443,7 @@ class Phase3GAN(GANModule):
 
         ``hook(res, h)``: optional inspection hook on G3's feature maps (after the AdaIN at its point).
         """
-        self._require_built()
+        self.check_ready()
         return self._combine(z, hook=hook)
 
     def d2_prob(self, images: torch.Tensor) -> torch.Tensor:
@@ -467,28 +451,14 @@ class Phase3GAN(GANModule):
         p = self.d2(images)
         return p.reshape(p.shape[0], -1)[:, 0] if p.ndim > 1 else p
 
-    def noise(self, n: int, seed: int | None = None) -> torch.Tensor:
-        """``n`` noise vectors [n, z_dim]; with ``seed`` drawn on the CPU from their own generator."""
-        self._require_built()
-        return super().noise(n, seed)
-
     def generate(self, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Images of ``z`` in eval mode (training mode restored after): [N, 3, S, S] in [-1, 1],
         combined through AdaIN once H exists."""
-        self._require_built()
+        self.check_ready()
         return self.run_in_eval(self.generator, self._combine, [z], batch_size)
-
-    def sample_fixed(self, n: int | None = None) -> torch.Tensor:
-        """Images of the fixed noise (for sample grids)."""
-        self._require_built()
-        return super().sample_fixed(n)
 
     # ------------------------------------------------------------------------------------- training
     progress_bar_keys = ("loss/d3", "loss/g3", "d2/fake_mean")
-
-    def configure_optimizers(self):
-        self._require_built()
-        return super().configure_optimizers()
 
     def gan_step(self, batch: Any, batch_idx: int, opt_g: Any, opt_d: Any) -> dict[str, Any]:
         x = batch_images(batch)
