@@ -184,7 +184,11 @@ def _check_hparams_agree(trainer, model, datamodule) -> None:
         if key.startswith("_"):
             continue
         a, b = mh[key], dh[key]
-        if type(a) is not type(b) or a != b:
+        try:
+            differ = type(a) is not type(b) or bool(a != b)
+        except (RuntimeError, TypeError, ValueError):  # tensors/arrays: Lightning compares identity
+            differ = a is not b
+        if differ:
             bad.append(f"model.init_args.{key}={a!r} but data.init_args.{key}={b!r}")
     if bad:
         raise ConfigError(
