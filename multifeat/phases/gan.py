@@ -170,7 +170,7 @@ class GANModule(PhaseModule):
         return self._finite_check_due
 
     def _finite_check_at(self, step: int) -> bool:
-        n = int(self.hparams.get("finite_check_every_n_steps", 1))
+        n = int(self.hparams.finite_check_every_n_steps)
         return n > 0 and step % n == 0
 
     @property
