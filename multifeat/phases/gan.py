@@ -51,7 +51,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from multifeat.errors import ConfigError
-from multifeat.phases.base import PhaseModule
+from multifeat.phases.base import PhaseModule, should_log_step
 from multifeat.utils.lightning_private import count_optimizer_step
 
 __all__ = [
@@ -73,21 +73,6 @@ def batch_images(batch: Any) -> torch.Tensor:
     if isinstance(batch, (list, tuple)):
         return batch[0]
     return batch
-
-
-def should_log_step(module: Any) -> bool:
-    """Whether this training step's scalars reach the logger (every ``log_every_n_steps`` batches).
-
-    Call it at the start of ``training_step`` (before the step is counted). Without a trainer it
-    returns True.
-    """
-    trainer = getattr(module, "_trainer", None)
-    if trainer is None:
-        return True
-    if trainer.fast_dev_run:
-        return True
-    n = trainer.log_every_n_steps
-    return n > 0 and (trainer.global_step + 1) % n == 0
 
 
 def check_lr(name: str, value: float) -> float:
