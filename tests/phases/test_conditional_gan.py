@@ -194,7 +194,7 @@ def test_trains_on_attribute_datamodule_without_joint_images(tmp_path):
 def test_experiment_config_builds_and_runs(tmp_path, monkeypatch):
     from multifeat.cli import build_cli
 
-    monkeypatch.chdir(tmp_path)  # the config writes into runs/cgan/ under the working directory
+    monkeypatch.chdir(tmp_path)  # the config's checkpoints go to runs/cgan/ under the working directory
     from multifeat.data import AttributeDataModule
 
     config = Path(__file__).resolve().parents[2] / "experiments" / "cgan.yaml"
@@ -214,6 +214,6 @@ def test_experiment_config_builds_and_runs(tmp_path, monkeypatch):
     assert cli.datamodule.synthetic["joint_fraction"] == 0.0 and cli.datamodule.image_size == 32
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 2
-    # the config's SampleGrid draws the fixed noise at sample_labels
-    assert (tmp_path / "runs" / "cgan" / "samples" / "latest.png").is_file()
+    # the config's SampleGrid (no dirpath: <log dir>/samples) draws the fixed noise at sample_labels
+    assert (tmp_path / "samples" / "latest.png").is_file()
     assert cli.model.sample(3, seed=1).shape == (3, 3, 32, 32)
