@@ -17,7 +17,10 @@ terms are unchanged, while the loss scale (and so a good learning rate) no longe
 ``f`` (the paper leaves it undefined; its purpose is that D2 judges the fake to carry feature 1):
 see :func:`make_f`.
 
-Method B (StyleGAN2-ADA regularisers, as in the official ``training/loss.py``):
+Method B (StyleGAN2-ADA, as in the official ``training/loss.py``; logits are D's raw outputs):
+
+- G:            ``mean(softplus(-D(G(z))))`` (non-saturating logistic)       -> :func:`logistic_g_loss`
+- D:            ``mean(softplus(D(G(z))) + softplus(-D(x)))``              -> :func:`logistic_d_loss`
 
 - R1:           ``|d sum_i D(x_i) / d x_i|^2`` per sample                  -> :func:`r1_penalty`
 - path length:  ``(|J_w^T y| - a)^2`` with ``a`` a running mean          -> :func:`path_length_penalty`
@@ -72,11 +75,15 @@ def classifier_loss(p_pos: torch.Tensor, p_neg: torch.Tensor, kind: str = "mse")
 
 
 # ---------------------------------------------------------------------------------------------- phase 3
-def _check_weights(name: str, w: Sequence[float], n: int) -> tuple[float, ...]:
-    w = tuple(float(v) for v in w)
-    if len(w) != n or any(v < 0 for v in w) or sum(w) <= 0:
-        raise ConfigError(f"{name} must be {n} non-negative weights with a positive sum, got {w}")
-    return w
+def check_weights(name: str, w: Sequence[float], n: int) -> list[float]:
+    """``n`` non-negative loss weights with a positive sum (α, β), as floats."""
+    try:
+        out = [float(v) for v in w]
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{name} must be {n} numbers, got {w!r}") from e
+    if len(out) != n or any(v < 0 for v in out) or sum(out) <= 0:
+        raise ConfigError(f"{name} must be {n} non-negative numbers with a positive sum, got {list(w)}")
+    return out
 
 
 def phase3_d_loss(
@@ -89,7 +96,7 @@ def phase3_d_loss(
 
     ``d2_fake`` is D2's probability for the same fakes; it is a target here, so it is detached.
     """
-    a1, a2, a3 = _check_weights("alpha", alpha, 3)
+    a1, a2, a3 = check_weights("alpha", alpha, 3)
     d2 = d2_fake.detach().float()
     total = a1 * _msq(d3_real, 1.0) + a2 * _msq(d3_fake, 0.0)
     if a3:
@@ -107,7 +114,7 @@ def phase3_g_loss(
 
     Gradients flow through ``d2_fake`` into the generator (D2 itself is frozen by the caller).
     """
-    b1, b2 = _check_weights("beta", beta, 2)
+    b1, b2 = check_weights("beta", beta, 2)
     f = f or identity
     total = b1 * _msq(d3_fake, 1.0)
     if b2:
@@ -145,6 +152,17 @@ def make_f(name: str = "identity", tau: float = 0.9) -> Callable[[torch.Tensor],
 
 
 # ---------------------------------------------------------------------------------------------- StyleGAN2-ADA
+def logistic_g_loss(fake_logits: Tensor) -> Tensor:
+    """The non-saturating logistic G loss ``mean(softplus(-D(G(z))))`` (``Gmain``)."""
+    return F.softplus(-fake_logits).mean()
+
+
+def logistic_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """The logistic D loss ``mean(softplus(D(G(z))) + softplus(-D(x)))`` (``Dmain``); both batches
+    have the same size, as in the official loop."""
+    return (F.softplus(fake_logits) + F.softplus(-real_logits)).mean()
+
+
 def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:
     """R1: per-sample ``|d sum(D(.)) / d x_i|^2`` ``[B]``, differentiable (double backward).
 

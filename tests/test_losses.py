@@ -142,3 +142,18 @@ def test_r1_penalty_needs_a_leaf_that_requires_grad():
     x = torch.randn(2, 3, 2, 2)
     with pytest.raises(ValueError, match="must require grad"):
         r1_penalty(x.sum(dim=[1, 2, 3]), x)
+
+
+# ---------------------------------------------------------------------------------------------- StyleGAN2-ADA main losses
+def test_logistic_losses_against_hand_worked_values():
+    # softplus(v) = log(1 + e^v): softplus(0) = log 2, softplus(log 3) = log 4, softplus(-log 3) = log(4/3)
+    fake = torch.tensor([0.0, math.log(3.0)])
+    real = torch.tensor([math.log(3.0), 0.0])
+    g = losses.logistic_g_loss(fake)  # mean(softplus(-fake)) = (log 2 + log(4/3)) / 2
+    assert g.item() == pytest.approx((math.log(2) + math.log(4 / 3)) / 2, abs=1e-6)
+    d = losses.logistic_d_loss(real, fake)  # mean(softplus(fake) + softplus(-real))
+    assert d.item() == pytest.approx(((math.log(2) + math.log(4 / 3)) + (math.log(4) + math.log(2))) / 2, abs=1e-6)
+    # the gradient of the G loss pushes the fake logits up: d/dv softplus(-v) = -sigmoid(-v)
+    v = fake.clone().requires_grad_(True)
+    losses.logistic_g_loss(v).backward()
+    torch.testing.assert_close(v.grad, -torch.sigmoid(-fake) / 2)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_phase1
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -51,10 +52,7 @@ def _attr_data(**kw):
 
 
 def phase1(_):
-    from multifeat.phases import Phase1GAN
-
-    return Phase1GAN(image_size=16, z_dim=8, g_width=4, d_width=4, max_width=16, num_fixed=4), \
-        _attr_data(require={"bald": True}), ("loss/d", "loss/g"), {}
+    return tiny_phase1(num_fixed=4), _attr_data(require={"bald": True}), ("loss/d", "loss/g"), {}
 
 
 def feature_classifier(_):
@@ -103,15 +101,14 @@ BUILDERS = {f.__name__: f for f in (phase1, feature_classifier, phase3, stylegan
 
 @pytest.fixture(scope="module")
 def phase3_inputs(tmp_path_factory) -> Path:
-    from multifeat.phases import FeatureClassifier, Phase1GAN
+    from multifeat.phases import FeatureClassifier
 
     folder = tmp_path_factory.mktemp("precision_inputs")
     quiet = dict(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                  enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     seed_everything(0, verbose=False)
     t = Trainer(**quiet)
-    t.fit(Phase1GAN(image_size=16, z_dim=8, g_width=4, d_width=4, max_width=16, num_fixed=4),
-          datamodule=_attr_data(require={"bald": True}))
+    t.fit(tiny_phase1(num_fixed=4), datamodule=_attr_data(require={"bald": True}))
     t.save_checkpoint(str(folder / "phase1.ckpt"))
     t = Trainer(**quiet)
     t.fit(FeatureClassifier(image_size=16, width=4, max_width=8),

@@ -25,19 +25,17 @@ from typing import Any
 
 import torch
 
+from multifeat.data.common import ATTRIBUTES
 from multifeat.errors import ConfigError, DataError
 from multifeat.losses import lsgan_d_loss, lsgan_g_loss
 from multifeat.nets.conditional import ConditionalGenerator, ProjectionDiscriminator
 from multifeat.nets.dcgan import check_image_size
-from multifeat.phases.base import PhaseModule
-from multifeat.phases.phase1 import count_step, step_uncounted
+from multifeat.phases.gan import GANModule, check_betas, check_finite_every, check_lr
 
 DEFAULT_ATTRIBUTES = ("bald", "beard")
 
 
 def _package_attributes() -> tuple[str, ...]:
-    from multifeat.data import ATTRIBUTES
-
     return tuple(ATTRIBUTES)
 
 
@@ -63,7 +61,7 @@ def _check_names(names: Any, what: str) -> list[str]:
     return names
 
 
-class ConditionalGAN(PhaseModule):
+class ConditionalGAN(GANModule):
     """Conditional LSGAN with a projection discriminator, conditioned on multi-hot attribute labels.
 
     Args:
@@ -86,12 +84,14 @@ class ConditionalGAN(PhaseModule):
         lr_g, lr_d: Adam learning rates (2e-4, 2e-4).
         betas_g, betas_d: Adam betas ((0.5, 0.999), DCGAN's).
         finite_check_every_n_steps: run the non-finite guard on every n-th step; 0 disables (1).
+        num_fixed, fixed_seed: the fixed noise of :meth:`sample_fixed` (sample grids, at ``sample_labels``):
+            ``sample_fixed()`` equals ``sample(num_fixed, seed=fixed_seed)``. Default 64, 0.
 
     Network sizes, learning rates and the step counting match :class:`~multifeat.phases.phase1.Phase1GAN`
     (one D and one G update per batch; ``trainer.global_step`` counts batches), so the baseline and
     Method A's phases compare at equal budgets.
 
-    Logged every step: ``loss/d``, ``loss/g`` (progress bar), ``d/real_mean`` (mean D(x, y)),
+    Logged on the steps the logger writes (every ``trainer.log_every_n_steps`` batches): ``loss/d``, ``loss/g`` (progress bar), ``d/real_mean`` (mean D(x, y)),
     ``d/fake_mean`` (mean D(G(z, y'), y') before the D update).
 
     All hyper-parameters are primitives, so checkpoints load with ``weights_only=True``.
@@ -118,6 +118,8 @@ class ConditionalGAN(PhaseModule):
         betas_g: tuple[float, float] = (0.5, 0.999),
         betas_d: tuple[float, float] = (0.5, 0.999),
         finite_check_every_n_steps: int = 1,
+        num_fixed: int = 64,
+        fixed_seed: int = 0,
     ) -> None:
         super().__init__()
         check_image_size(image_size)
@@ -132,14 +134,12 @@ class ConditionalGAN(PhaseModule):
                 f"valid names: {', '.join(valid)}"
                 + ("" if attribute_names is not None else " (set attribute_names if your data uses other names)")
             )
-        for name, lr in (("lr_g", lr_g), ("lr_d", lr_d)):
-            if not lr > 0:
-                raise ConfigError(f"{name} must be > 0, got {lr}")
-        for name, b in (("betas_g", betas_g), ("betas_d", betas_d)):
-            if len(b) != 2 or not all(0.0 <= float(v) < 1.0 for v in b):
-                raise ConfigError(f"{name} must be two numbers in [0, 1), e.g. [0.5, 0.999], got {list(b)}")
-        if finite_check_every_n_steps < 0:
-            raise ConfigError(f"finite_check_every_n_steps must be >= 0, got {finite_check_every_n_steps}")
+        check_lr("lr_g", lr_g)
+        check_lr("lr_d", lr_d)
+        betas_g, betas_d = check_betas(betas_g, "betas_g"), check_betas(betas_d, "betas_d")
+        check_finite_every(finite_check_every_n_steps)
+        if isinstance(num_fixed, bool) or not isinstance(num_fixed, int) or num_fixed < 1:
+            raise ConfigError(f"num_fixed must be an integer >= 1, got {num_fixed!r}")
         self.attributes = attributes
         # validates sample_labels against `attributes` (names and flags)
         self._default_labels = self._labels_from_dict(
@@ -148,13 +148,12 @@ class ConditionalGAN(PhaseModule):
         self.save_hyperparameters()
         # primitives only (checkpoints are read weights-only)
         self.hparams["attributes"] = list(attributes)
-        self.hparams["betas_g"] = [float(v) for v in betas_g]
-        self.hparams["betas_d"] = [float(v) for v in betas_d]
+        self.hparams["betas_g"] = betas_g
+        self.hparams["betas_d"] = betas_d
         if attribute_names is not None:
             self.hparams["attribute_names"] = list(attribute_names)
         if sample_labels is not None:
             self.hparams["sample_labels"] = {k: _flag(v, "sample_labels") for k, v in sample_labels.items()}
-        self.automatic_optimization = False
 
         a = len(attributes)
         self.generator = ConditionalGenerator(
@@ -164,6 +163,7 @@ class ConditionalGAN(PhaseModule):
         self.discriminator = ProjectionDiscriminator(
             num_labels=a, image_size=image_size, width=d_width, max_width=max_width, norm=norm_d
         )
+        self.register_fixed_noise(num_fixed, z_dim, fixed_seed)
         self._columns: list[int] | None = None
         self._num_columns: int | None = None
 
@@ -237,58 +237,48 @@ class ConditionalGAN(PhaseModule):
         return attrs[:, self._columns].float()
 
     # ------------------------------------------------------------------------------------- model
+    @property
+    def z_dim(self) -> int:
+        return self.generator.z_dim
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``G(z [N, z_dim], labels [N, A]) -> [N, 3, S, S]`` in [-1, 1]."""
         return self.generator(z, labels)
 
-    def configure_optimizers(self):
-        h = self.hparams
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=h.lr_g, betas=tuple(h.betas_g))
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=h.lr_d, betas=tuple(h.betas_d))
-        return [opt_g, opt_d]
+    progress_bar_keys = ("loss/d", "loss/g")
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        opt_g, opt_d = self.optimizers()
+    def gan_step(self, batch: dict[str, torch.Tensor], batch_idx: int, opt_g: Any, opt_d: Any) -> dict[str, torch.Tensor]:
         real = batch["image"]
         y_real = self.batch_labels(batch["attrs"]).to(real.dtype)
         n = real.shape[0]
-        n_check = self.hparams.finite_check_every_n_steps
-        check = n_check > 0 and self.global_step % n_check == 0
         # fakes get the real batch's label combinations, shuffled: only combinations the data holds
         y_fake = y_real[torch.randperm(n, device=real.device)]
         z = self.generator.sample_z(n, device=real.device).to(real.dtype)
         fake = self.generator(z, y_fake)  # built before the toggles, so it keeps its graph to G
 
         # --- D: (x, y) -> 1, (G(z, y'), y') -> 0
-        self.toggle_optimizer(opt_d)
-        d_real = self.discriminator(real, y_real)
-        d_fake = self.discriminator(fake.detach(), y_fake)
-        loss_d = lsgan_d_loss(d_real, d_fake)
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss_d)
-        if check:  # before the update: a bad step changes no weight
-            self.check_finite(loss_d=loss_d)
-        step_uncounted(opt_d)
-        self.untoggle_optimizer(opt_d)
+        with self.toggled(opt_d):
+            d_real = self.discriminator(real, y_real)
+            d_fake = self.discriminator(fake.detach(), y_fake)
+            loss_d = lsgan_d_loss(d_real, d_fake)
+            self.optimizer_update(opt_d, loss_d, "loss_d")
 
         # --- G: D(G(z, y'), y') -> 1, on the same fakes through the updated D (frozen here)
-        self.toggle_optimizer(opt_g)
-        loss_g = lsgan_g_loss(self.discriminator(fake, y_fake))
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss_g)
-        if check:
-            self.check_finite(loss_g=loss_g)
-        step_uncounted(opt_g)
-        self.untoggle_optimizer(opt_g)
+        with self.toggled(opt_g):
+            loss_g = lsgan_g_loss(self.discriminator(fake, y_fake))
+            self.optimizer_update(opt_g, loss_g, "loss_g")
 
-        count_step(opt_d)  # one global step per batch
-        self.log("loss/d", loss_d.detach(), prog_bar=True, batch_size=n)
-        self.log("loss/g", loss_g.detach(), prog_bar=True, batch_size=n)
-        self.log("d/real_mean", d_real.detach().float().mean(), batch_size=n)
-        self.log("d/fake_mean", d_fake.detach().float().mean(), batch_size=n)
+        return {"loss/d": loss_d.detach(), "loss/g": loss_g.detach(),
+                "d/real_mean": d_real.detach().float().mean(), "d/fake_mean": d_fake.detach().float().mean()}
 
     # ------------------------------------------------------------------------------------- sampling
-    @torch.no_grad()
+    def generate(self, z: torch.Tensor, labels: Mapping[str, Any] | torch.Tensor | None = None,
+                 batch_size: int = 256) -> torch.Tensor:
+        """Images [N, 3, S, S] in [-1, 1] of noise ``z`` [N, z_dim] at ``labels`` (see :meth:`sample`),
+        generator in eval mode (its mode is restored)."""
+        y = self.labels_tensor(labels, z.shape[0])
+        return self.run_in_eval(self.generator, self.generator, [z, y], batch_size).float().clamp_(-1.0, 1.0)
+
     def sample(
         self,
         n: int,
@@ -311,19 +301,5 @@ class ConditionalGAN(PhaseModule):
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError(f"n must be a non-negative integer, got {n!r}")
-        y = self.labels_tensor(labels, n)
         gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-        z = self.generator.sample_z(n, generator=gen)
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
-            outs = [
-                self.generator(z[i : i + batch_size].to(self.device), y[i : i + batch_size])
-                for i in range(0, n, max(1, int(batch_size)))
-            ]
-        finally:
-            self.generator.train(was_training)
-        s = self.hparams.image_size
-        if not outs:
-            return torch.empty(0, 3, s, s, device=self.device)
-        return torch.cat(outs).float().clamp_(-1.0, 1.0)
+        return self.generate(self.generator.sample_z(n, generator=gen), labels, batch_size)

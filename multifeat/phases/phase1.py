@@ -19,7 +19,6 @@ or a bare tensor). ``sample(n)`` -> [n, 3, S, S] in [-1, 1].
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -29,77 +28,19 @@ from multifeat.errors import ConfigError
 from multifeat.losses import lsgan_d_loss, lsgan_g_loss
 from multifeat.nets.dcgan import DCGANDiscriminator, DCGANGenerator, check_image_size
 from multifeat.nets.ema import EMA
-from multifeat.phases.base import PhaseModule
+from multifeat.phases.gan import (
+    GANModule,
+    batch_images,
+    check_betas,
+    check_finite_every,
+    check_lr,
+    should_log_step,
+)
+
+__all__ = ["Phase1GAN", "batch_images", "should_log_step"]
 
 
-def batch_images(batch: Any) -> torch.Tensor:
-    """The image tensor of a batch: ``batch["image"]``, ``batch[0]`` or ``batch`` itself."""
-    if isinstance(batch, dict):
-        return batch["image"]
-    if isinstance(batch, (list, tuple)):
-        return batch[0]
-    return batch
-
-
-def _noop() -> None:
-    return None
-
-
-def step_uncounted(optimizer: Any) -> None:
-    """``optimizer.step()`` without advancing ``trainer.global_step``.
-
-    In manual optimisation Lightning adds one to ``global_step`` per optimizer step, so a GAN with
-    two optimizers would count two steps per batch. Phase modules step their optimizers through
-    this function and call :func:`count_step` once at the end of the batch. The step itself still
-    goes through the strategy and precision plugin (gradient scaling, DDP) as usual.
-    """
-    before = getattr(optimizer, "_on_before_step", None)
-    after = getattr(optimizer, "_on_after_step", None)
-    if before is None or after is None:  # a plain torch optimizer (no trainer attached)
-        optimizer.step()
-        return
-    optimizer._on_before_step = _noop
-    optimizer._on_after_step = _noop
-    try:
-        optimizer.step()
-    finally:
-        optimizer._on_before_step = before
-        optimizer._on_after_step = after
-
-
-def count_step(optimizer: Any) -> None:
-    """Advance ``trainer.global_step`` by one (Lightning's own step-progress hooks, no update)."""
-    before = getattr(optimizer, "_on_before_step", None)
-    after = getattr(optimizer, "_on_after_step", None)
-    if before is not None and after is not None:
-        before()
-        after()
-
-
-def should_log_step(module: Any) -> bool:
-    """Whether this training step's scalars reach the logger (every ``log_every_n_steps`` batches).
-
-    ``self.log`` costs a few hundred microseconds of Python per call; skipping it on the steps the
-    logger does not write keeps a GAN step close to a plain PyTorch loop. Call it at the start of
-    ``training_step`` (before the step is counted). Without a trainer it returns True.
-    """
-    trainer = getattr(module, "_trainer", None)
-    if trainer is None:
-        return True
-    if trainer.fast_dev_run:
-        return True
-    n = trainer.log_every_n_steps
-    return n > 0 and (trainer.global_step + 1) % n == 0
-
-
-def _betas(value: Sequence[float], name: str) -> tuple[float, float]:
-    b = tuple(float(v) for v in value)
-    if len(b) != 2 or not all(0.0 <= v < 1.0 for v in b):
-        raise ConfigError(f"{name} must be two numbers in [0, 1), e.g. [0.5, 0.999], got {list(value)}")
-    return b  # type: ignore[return-value]
-
-
-class Phase1GAN(PhaseModule):
+class Phase1GAN(GANModule):
     """G1/D1 trained with the LSGAN losses on feature-1 images.
 
     Args:
@@ -148,17 +89,14 @@ class Phase1GAN(PhaseModule):
         discriminator: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.automatic_optimization = False
         check_image_size(image_size)
         if d_steps_per_g < 1:
             raise ConfigError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
-        if finite_check_every_n_steps < 0:
-            raise ConfigError(f"finite_check_every_n_steps must be >= 0, got {finite_check_every_n_steps}")
+        check_finite_every(finite_check_every_n_steps)
         if num_fixed < 1:
             raise ConfigError(f"num_fixed must be >= 1, got {num_fixed}")
-        for name, lr in (("lr_g", lr_g), ("lr_d", lr_d)):
-            if not lr > 0:
-                raise ConfigError(f"{name} must be > 0, got {lr}")
+        check_lr("lr_g", lr_g)
+        check_lr("lr_d", lr_d)
         if generator is not None:
             z_dim = int(getattr(generator, "z_dim", z_dim))
             image_size = int(getattr(generator, "image_size", image_size))
@@ -167,8 +105,8 @@ class Phase1GAN(PhaseModule):
         self.hparams.update(
             image_size=image_size,
             z_dim=z_dim,
-            betas_g=list(_betas(betas_g, "betas_g")),
-            betas_d=list(_betas(betas_d, "betas_d")),
+            betas_g=check_betas(betas_g, "betas_g"),
+            betas_d=check_betas(betas_d, "betas_d"),
             custom_generator=generator is not None,
             custom_discriminator=discriminator is not None,
         )
@@ -180,29 +118,13 @@ class Phase1GAN(PhaseModule):
             image_size=image_size, width=d_width, max_width=max_width, norm=norm_d
         )
         self.ema = EMA(self.generator, ema_decay) if ema_decay is not None else None
-        g = torch.Generator().manual_seed(int(fixed_seed))
-        self.register_buffer("fixed_z", torch.randn(num_fixed, z_dim, generator=g), persistent=False)
+        self.register_fixed_noise(num_fixed, z_dim, fixed_seed)
 
     # ------------------------------------------------------------------------------------- sampling
-    @property
-    def generator_for_sampling(self) -> nn.Module:
-        """The EMA generator when ``ema_decay`` is set, else the live one."""
-        return self.ema.module if self.ema is not None else self.generator
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """G1(z): z [N, z_dim] -> images [N, 3, S, S] (live generator, current mode)."""
         return self.generator(z)
 
-    def noise(self, n: int, seed: int | None = None) -> torch.Tensor:
-        """``n`` noise vectors [n, z_dim] on this module's device. With ``seed`` they are drawn on
-        the CPU from ``torch.Generator().manual_seed(seed)`` (same values on every device) and the
-        global RNG is untouched; without, from the global RNG."""
-        if seed is None:
-            return torch.randn(n, self.z_dim, device=self.device)
-        g = torch.Generator().manual_seed(int(seed))
-        return torch.randn(n, self.z_dim, generator=g).to(self.device)
-
-    @torch.no_grad()
     def generate(self, z: torch.Tensor, ema: bool | None = None, batch_size: int = 256) -> torch.Tensor:
         """Images for noise ``z`` [N, z_dim] in eval mode (the training mode is restored after).
 
@@ -212,38 +134,18 @@ class Phase1GAN(PhaseModule):
         if ema is True and self.ema is None:
             raise ConfigError("this Phase1GAN keeps no EMA generator (ema_decay is None)")
         net = self.generator if ema is False else self.generator_for_sampling
-        was_training = net.training
-        net.eval()
-        try:
-            out = [net(chunk) for chunk in z.to(self.device).split(batch_size)]
-        finally:
-            net.train(was_training)
-        return torch.cat(out) if out else z.new_zeros(0, 3, self.hparams.image_size, self.hparams.image_size)
+        return self.run_in_eval(net, net, [z], batch_size)
 
     def sample(self, n: int, seed: int | None = None, ema: bool | None = None, batch_size: int = 256) -> torch.Tensor:
         """``n`` images [n, 3, S, S] in [-1, 1]; the same ``seed`` gives the same images."""
         return self.generate(self.noise(n, seed), ema=ema, batch_size=batch_size)
 
-    def sample_fixed(self, n: int | None = None) -> torch.Tensor:
-        """Images of the fixed noise (``num_fixed`` of them, or the first ``n``), for grids."""
-        z = self.fixed_z if n is None else self.fixed_z[:n]
-        return self.generate(z)
-
     # ------------------------------------------------------------------------------------- training
-    def configure_optimizers(self):
-        hp = self.hparams
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas_g))
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas_d))
-        return [opt_g, opt_d]
+    progress_bar_keys = ("loss/d", "loss/g")
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def gan_step(self, batch: Any, batch_idx: int, opt_g: Any, opt_d: Any) -> dict[str, torch.Tensor]:
         x = batch_images(batch)
-        opt_g, opt_d = self.optimizers()
-        hp = self.hparams
-        g_step = (batch_idx + 1) % hp.d_steps_per_g == 0
-        n_check = hp.finite_check_every_n_steps
-        check = n_check > 0 and self.global_step % n_check == 0
-        log_now = should_log_step(self)
+        g_step = (batch_idx + 1) % self.hparams.d_steps_per_g == 0
         z = torch.randn(x.shape[0], self.z_dim, device=x.device, dtype=x.dtype if x.is_floating_point() else None)
 
         # Fakes once per batch; with a G step their graph is kept and reused below.
@@ -254,36 +156,19 @@ class Phase1GAN(PhaseModule):
                 fake = self.generator(z)
 
         # --- D1: real -> 1, fake -> 0
-        self.toggle_optimizer(opt_d)
-        d_real = self.discriminator(x)
-        d_fake = self.discriminator(fake.detach())
-        loss_d = lsgan_d_loss(d_real, d_fake)
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss_d)
-        if check:  # before the update: a bad step changes no weight
-            self.check_finite(loss_d=loss_d)
-        step_uncounted(opt_d)
-        self.untoggle_optimizer(opt_d)
+        with self.toggled(opt_d):
+            d_real = self.discriminator(x)
+            d_fake = self.discriminator(fake.detach())
+            loss_d = lsgan_d_loss(d_real, d_fake)
+            self.optimizer_update(opt_d, loss_d, "loss_d")
+        logs = {"loss/d": loss_d.detach(), "d/real_mean": d_real.detach().float().mean(),
+                "d/fake_mean": d_fake.detach().float().mean()}
 
-        loss_g = None
         if g_step:
             # --- G1: D1(G1(z)) -> 1, through the updated D1 (whose gradients are off here)
-            self.toggle_optimizer(opt_g)
-            loss_g = lsgan_g_loss(self.discriminator(fake))
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
-            if check:
-                self.check_finite(loss_g=loss_g)
-            step_uncounted(opt_g)
-            self.untoggle_optimizer(opt_g)
-            if self.ema is not None:
-                self.ema.update(self.generator)
-
-        count_step(opt_d)  # one global step per batch
-        if not log_now:
-            return
-        self.log("loss/d", loss_d.detach(), prog_bar=True)
-        if loss_g is not None:
-            self.log("loss/g", loss_g.detach(), prog_bar=True)
-        self.log("d/real_mean", d_real.detach().float().mean())
-        self.log("d/fake_mean", d_fake.detach().float().mean())
+            with self.toggled(opt_g):
+                loss_g = lsgan_g_loss(self.discriminator(fake))
+                self.optimizer_update(opt_g, loss_g, "loss_g")
+            self.update_ema()
+            logs["loss/g"] = loss_g.detach()
+        return logs

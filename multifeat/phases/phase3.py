@@ -46,7 +46,7 @@ from ``hparams["arch"]`` and never open ``g1_ckpt`` / ``d2_ckpt``. Resuming a fi
 from the resumed checkpoint's ``arch`` in :meth:`on_load_checkpoint`; a *fresh* fit without them
 fails with a message naming the missing file and the phase that writes it.
 
-Logged every step: ``loss/d3``, ``loss/g3`` (progress bar), ``d2/fake_mean`` (mean D2 of the fakes:
+Logged on the steps the logger writes (every ``trainer.log_every_n_steps`` batches): ``loss/d3``, ``loss/g3`` (progress bar), ``d2/fake_mean`` (mean D2 of the fakes:
 does the fake keep feature 1?), ``d3/real_mean``, ``d3/fake_mean``, ``phase3/adain_active`` (0/1),
 ``phase3/data_stage`` (0 before the data switch, 1 after).
 
@@ -57,8 +57,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +67,12 @@ from torch import nn
 
 from multifeat.errors import CheckpointError, ConfigError
 from multifeat.io.checkpoints import _import_class, checkpoint_meta, load_checkpoint, load_phase_module
-from multifeat.losses import ALPHA_DEFAULT, BETA_DEFAULT, make_f, phase3_d_loss, phase3_g_loss
+from multifeat.losses import ALPHA_DEFAULT, BETA_DEFAULT, check_weights, make_f, phase3_d_loss, phase3_g_loss
 from multifeat.nets.adain import adain
 from multifeat.nets.dcgan import NORMS, DCGANDiscriminator, DCGANGenerator
 from multifeat.nets.growth import GrownGenerator, normalise_add_blocks, parse_point
-from multifeat.phases.base import PhaseModule
-from multifeat.phases.phase1 import _betas, batch_images, step_uncounted
+from multifeat.phases.gan import GANModule, batch_images, check_betas, check_finite_every, check_lr, freeze
+from multifeat.utils.lightning_private import own_hyperparameters
 
 
 class ScheduleWarning(UserWarning):
@@ -94,46 +93,6 @@ def _missing(key: str, path: str | None) -> CheckpointError:
 
 def _exists(path: str | None) -> bool:
     return bool(path) and Path(path).is_file()
-
-
-def _weights(value: Sequence[float], name: str, n: int) -> list[float]:
-    try:
-        w = [float(v) for v in value]
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{name} must be {n} numbers, got {value!r}") from e
-    if len(w) != n or any(v < 0 for v in w) or sum(w) <= 0:
-        raise ConfigError(f"{name} must be {n} non-negative numbers with a positive sum, got {list(value)}")
-    return w
-
-
-@contextmanager
-def _own_hparams() -> Iterator[None]:
-    """Let modules built inside Phase3GAN's ``__init__`` record their own hyper-parameters.
-
-    LightningCLI builds the configured module inside a context that hands *its* init arguments to
-    ``save_hyperparameters``; any LightningModule constructed while that context is open (here: the
-    Phase-1 and Phase-2 modules read from ``g1_ckpt`` / ``d2_ckpt``) would otherwise record Phase 3's
-    arguments instead of its own (e.g. ``image_size=None`` for D2). The context is cleared for the
-    duration of the nested builds and restored after.
-    """
-    from lightning.pytorch.core.mixins import hparams_mixin
-
-    given = getattr(hparams_mixin, "_given_hyperparameters", None)
-    if given is None:  # a Lightning without that context: nothing leaks into nested modules
-        yield
-        return
-    token = given.set(None)
-    try:
-        yield
-    finally:
-        given.reset(token)
-
-
-def _freeze(module: nn.Module) -> nn.Module:
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
 
 
 def _primitive(obj: Any) -> Any:
@@ -158,7 +117,7 @@ def _rebuild(class_path: str, hparams: dict[str, Any]) -> nn.Module:
     return cls(**hparams)
 
 
-class Phase3GAN(PhaseModule):
+class Phase3GAN(GANModule):
     """G3 (grown from G1) and D3 trained with the paper's α/β losses and the frozen D2; AdaIN after the snapshot.
 
     Args:
@@ -182,7 +141,9 @@ class Phase3GAN(PhaseModule):
             ``"g3"`` (the reverse).
         adain_eps: AdaIN's epsilon. Default 1e-5.
         num_fixed, fixed_seed: the fixed noise of :meth:`sample_fixed` (sample grids). Default 64, 0.
-        image_size: expected image side; None: G1's. A mismatch with G1 is an error.
+        finite_check_every_n_steps: run the non-finite guard on every n-th step; 0 disables it. Default 1.
+        image_size: expected image side; None: G1's. A mismatch with G1 is an error. Recorded in the
+            hyper-parameters once the networks are built (G1's side).
         arch: architectures recorded from the checkpoints at the first build; leave None.
     """
 
@@ -213,15 +174,15 @@ class Phase3GAN(PhaseModule):
         adain_eps: float = 1e-5,
         num_fixed: int = 64,
         fixed_seed: int = 0,
+        finite_check_every_n_steps: int = 1,
         image_size: int | None = None,
         arch: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.automatic_optimization = False
         self._f = make_f(f, f_tau)
-        for name, lr in (("lr_g", lr_g), ("lr_d", lr_d)):
-            if not lr > 0:
-                raise ConfigError(f"{name} must be > 0, got {lr}")
+        check_lr("lr_g", lr_g)
+        check_lr("lr_d", lr_d)
+        check_finite_every(finite_check_every_n_steps)
         for name, e in (("snapshot_epoch", snapshot_epoch), ("switch_epoch", switch_epoch)):
             if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 0):
                 raise ConfigError(f"{name} must be an integer >= 0 or null, got {e!r}")
@@ -231,12 +192,15 @@ class Phase3GAN(PhaseModule):
             raise ConfigError(f"norm_d must be one of {NORMS}, got {norm_d!r}")
         if num_fixed < 1:
             raise ConfigError(f"num_fixed must be >= 1, got {num_fixed}")
-        self.save_hyperparameters()
+        # image_size is recorded once known (G1's, in _build): the initial (logged) hyper-parameters
+        # leave it out, so an unset size never conflicts with the data module's
+        self._requested_image_size = image_size
+        self.save_hyperparameters(ignore=["image_size"])
         self.hparams.update(
-            alpha=_weights(alpha, "alpha", 3),
-            beta=_weights(beta, "beta", 2),
-            betas_g=list(_betas(betas_g, "betas_g")),
-            betas_d=list(_betas(betas_d, "betas_d")),
+            alpha=check_weights("alpha", alpha, 3),
+            beta=check_weights("beta", beta, 2),
+            betas_g=check_betas(betas_g, "betas_g"),
+            betas_d=check_betas(betas_d, "betas_d"),
         )
         self.generator: GrownGenerator | None = None
         self.discriminator: DCGANDiscriminator | None = None
@@ -259,7 +223,8 @@ class Phase3GAN(PhaseModule):
     def built(self) -> bool:
         return self.generator is not None
 
-    def _require_built(self) -> None:
+    def check_ready(self) -> None:
+        """Refuse to sample or train before the networks exist (a missing g1_ckpt / d2_ckpt)."""
         if not self.built:
             for key in ("g1_ckpt", "d2_ckpt"):
                 if not _exists(self.hparams[key]):
@@ -278,7 +243,7 @@ class Phase3GAN(PhaseModule):
                 "train phase 2 at the image size of phase 1"
             )
         del ck1, ck2
-        with _own_hparams():
+        with own_hyperparameters():
             p1 = load_phase_module(g1_path, expect_phase="phase1")
             p2 = load_phase_module(d2_path, expect_phase="phase2")
         use_ema = bool(hp.g1_use_ema) and getattr(p1, "ema", None) is not None
@@ -315,8 +280,8 @@ class Phase3GAN(PhaseModule):
             self.discriminator.load_state_dict(d1.state_dict())
         self.d2.load_state_dict(p2.state_dict())
         self.h.load_state_dict(self.generator.state_dict())
-        _freeze(self.d2)
-        _freeze(self.h)
+        freeze(self.d2)
+        freeze(self.h)
 
     def _build(self, arch: dict[str, Any]) -> None:
         """Build G3, D3, D2 and H from the recorded architectures (weights: initial values)."""
@@ -324,13 +289,14 @@ class Phase3GAN(PhaseModule):
         try:
             g1 = DCGANGenerator(**arch["g1"])
             d3 = DCGANDiscriminator(**arch["d3"])
-            with _own_hparams():
+            with own_hyperparameters():
                 d2 = _rebuild(arch["d2"]["class_path"], arch["d2"]["hparams"])
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"Phase3GAN: the recorded architecture is incomplete or unreadable ({e})") from e
         size = g1.image_size
-        if hp.image_size is not None and int(hp.image_size) != size:
-            raise ConfigError(f"image_size={hp.image_size} but g1_ckpt '{hp.g1_ckpt}' generates {size}x{size} images")
+        wanted = self._requested_image_size
+        if wanted is not None and int(wanted) != size:
+            raise ConfigError(f"image_size={wanted} but g1_ckpt '{hp.g1_ckpt}' generates {size}x{size} images")
         d2_size = getattr(d2, "hparams", {}).get("image_size") if hasattr(d2, "hparams") else None
         if d2_size is not None and int(d2_size) != size:
             raise CheckpointError(
@@ -339,8 +305,8 @@ class Phase3GAN(PhaseModule):
             )
         self.generator = GrownGenerator(g1, hp.add_blocks)
         self.discriminator = d3
-        self.d2 = _freeze(d2)
-        self.h = _freeze(copy.deepcopy(self.generator))
+        self.d2 = freeze(d2)
+        self.h = freeze(copy.deepcopy(self.generator))
         self._point = parse_point(hp.adain_at, self.generator.resolutions)
         self.z_dim = g1.z_dim
         self.hparams.update(
@@ -348,12 +314,7 @@ class Phase3GAN(PhaseModule):
             image_size=size,
             add_blocks=normalise_add_blocks(self.generator.add_blocks, self.generator.resolutions),
         )
-        # the logged (initial) hparams carry the resolved size too: Lightning compares it with the data's
-        initial = getattr(self, "_hparams_initial", None)
-        if initial is not None:
-            initial["image_size"] = size
-        g = torch.Generator().manual_seed(int(hp.fixed_seed))
-        self.register_buffer("fixed_z", torch.randn(int(hp.num_fixed), g1.z_dim, generator=g), persistent=False)
+        self.register_fixed_noise(hp.num_fixed, g1.z_dim, hp.fixed_seed)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)  # refuses another phase's or image size's checkpoint
@@ -387,9 +348,9 @@ class Phase3GAN(PhaseModule):
     @torch.no_grad()
     def take_snapshot(self) -> None:
         """Copy G3 (weights and batch-norm statistics) into the frozen H."""
-        self._require_built()
+        self.check_ready()
         self.h.load_state_dict(self.generator.state_dict())
-        _freeze(self.h)
+        freeze(self.h)
         self.snapshot_taken.fill_(True)
         self.snapshot_at_epoch.fill_(int(self.current_epoch) if self._trainer is not None else -1)
 
@@ -482,7 +443,7 @@ class Phase3GAN(PhaseModule):
 
         ``hook(res, h)``: optional inspection hook on G3's feature maps (after the AdaIN at its point).
         """
-        self._require_built()
+        self.check_ready()
         return self._combine(z, hook=hook)
 
     def d2_prob(self, images: torch.Tensor) -> torch.Tensor:
@@ -490,78 +451,42 @@ class Phase3GAN(PhaseModule):
         p = self.d2(images)
         return p.reshape(p.shape[0], -1)[:, 0] if p.ndim > 1 else p
 
-    def noise(self, n: int, seed: int | None = None) -> torch.Tensor:
-        """``n`` noise vectors [n, z_dim]; with ``seed`` drawn on the CPU from their own generator."""
-        self._require_built()
-        if seed is None:
-            return torch.randn(n, self.z_dim, device=self.device)
-        g = torch.Generator().manual_seed(int(seed))
-        return torch.randn(n, self.z_dim, generator=g).to(self.device)
-
-    @torch.no_grad()
     def generate(self, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Images of ``z`` in eval mode (training mode restored after): [N, 3, S, S] in [-1, 1]."""
-        self._require_built()
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
-            out = [self._combine(chunk) for chunk in z.to(self.device).split(batch_size)]
-        finally:
-            self.generator.train(was_training)
-        size = int(self.hparams.image_size)
-        return torch.cat(out) if out else z.new_zeros(0, 3, size, size)
-
-    def sample(self, n: int, seed: int | None = None, batch_size: int = 256) -> torch.Tensor:
-        """``n`` images [n, 3, S, S] in [-1, 1] (combined through AdaIN once H exists); same seed, same images."""
-        return self.generate(self.noise(n, seed), batch_size=batch_size)
-
-    def sample_fixed(self, n: int | None = None) -> torch.Tensor:
-        """Images of the fixed noise (for sample grids)."""
-        self._require_built()
-        return self.generate(self.fixed_z if n is None else self.fixed_z[:n])
+        """Images of ``z`` in eval mode (training mode restored after): [N, 3, S, S] in [-1, 1],
+        combined through AdaIN once H exists."""
+        self.check_ready()
+        return self.run_in_eval(self.generator, self._combine, [z], batch_size)
 
     # ------------------------------------------------------------------------------------- training
-    def configure_optimizers(self):
-        self._require_built()
-        hp = self.hparams
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas_g))
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas_d))
-        return [opt_g, opt_d]
+    progress_bar_keys = ("loss/d3", "loss/g3", "d2/fake_mean")
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def gan_step(self, batch: Any, batch_idx: int, opt_g: Any, opt_d: Any) -> dict[str, Any]:
         x = batch_images(batch)
-        opt_g, opt_d = self.optimizers()
         hp = self.hparams
         z = torch.randn(x.shape[0], self.z_dim, device=x.device)
         fake = self._combine(z)
 
         # --- D3: real -> 1, fake -> 0, and towards D2's verdict on the fake (α3)
-        self.toggle_optimizer(opt_d)
-        d3_real = self.discriminator(x)
-        d3_fake = self.discriminator(fake.detach())
-        with torch.no_grad():
-            d2_fake = self.d2_prob(fake.detach())
-        loss_d = phase3_d_loss(d3_real, d3_fake, d2_fake, hp.alpha)
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss_d)
-        self.check_finite(loss_d3=loss_d)  # before the update: a bad step changes no weights
-        opt_d.step()
-        self.untoggle_optimizer(opt_d)
+        with self.toggled(opt_d):
+            d3_real = self.discriminator(x)
+            d3_fake = self.discriminator(fake.detach())
+            with torch.no_grad():
+                d2_fake = self.d2_prob(fake.detach())
+            loss_d = phase3_d_loss(d3_real, d3_fake, d2_fake, hp.alpha)
+            self.optimizer_update(opt_d, loss_d, "loss_d3")
 
         # --- G3: fool D3 (β1) and make the frozen D2 see feature 1 (β2, through f)
-        self.toggle_optimizer(opt_g)
-        loss_g = phase3_g_loss(self.discriminator(fake), self.d2_prob(fake), hp.beta, self._f)
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss_g)
-        self.check_finite(loss_g3=loss_g)
-        step_uncounted(opt_g)
-        self.untoggle_optimizer(opt_g)
+        with self.toggled(opt_g):
+            loss_g = phase3_g_loss(self.discriminator(fake), self.d2_prob(fake), hp.beta, self._f)
+            self.optimizer_update(opt_g, loss_g, "loss_g3")
 
-        self.log("loss/d3", loss_d.detach(), prog_bar=True)
-        self.log("loss/g3", loss_g.detach(), prog_bar=True)
-        self.log("d2/fake_mean", d2_fake.float().mean(), prog_bar=True)
-        self.log("d3/real_mean", d3_real.detach().float().mean())
-        self.log("d3/fake_mean", d3_fake.detach().float().mean())
-        self.log("phase3/adain_active", float(self.adain_active))
         s = self.data_switch_epoch
-        self.log("phase3/data_stage", float(s is not None and self.current_epoch >= s))
+        return {
+            "loss/d3": loss_d.detach(),
+            "loss/g3": loss_g.detach(),
+            "d2/fake_mean": d2_fake.float().mean(),
+            "d3/real_mean": d3_real.detach().float().mean(),
+            "d3/fake_mean": d3_fake.detach().float().mean(),
+            "phase3/adain_active": float(self.adain_active),
+            "phase3/data_stage": float(s is not None and self.current_epoch >= s),
+        }

@@ -37,15 +37,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multifeat.errors import ConfigError
-from multifeat.losses import path_length_penalty, r1_penalty
+from multifeat.losses import logistic_d_loss, logistic_g_loss, path_length_penalty, r1_penalty
 from multifeat.nets.stylegan2 import Discriminator, Generator
 from multifeat.nets.stylegan2.augment import AdaptiveP, ada_adjust, augment_pipe_from_preset
-from multifeat.phases.base import PhaseModule
-from multifeat.phases.phase1 import count_step, step_uncounted
+from multifeat.phases.gan import GANModule, check_betas, check_finite_every, check_lr
 
 __all__ = [
     "StyleGAN2ADA",
@@ -92,7 +90,7 @@ def _build_augment_pipe(augment: str | None, p: float) -> nn.Module | None:
 # ---------------------------------------------------------------------------------------------
 
 
-class StyleGAN2ADA(PhaseModule):
+class StyleGAN2ADA(GANModule):
     """StyleGAN2-ADA generator and discriminator, trained with the official losses and schedules.
 
     Args:
@@ -115,9 +113,13 @@ class StyleGAN2ADA(PhaseModule):
             None for no augmentation. augment_p: initial p (0). ada_target: 0.6 (None keeps p fixed).
             ada_interval: 4. ada_kimg: 500.
         num_fixed: fixed-noise samples for grids (64). fixed_seed: 0. sample_truncation_psi: 1.
+        finite_check_every_n_steps: run the non-finite guard on every n-th step; 0 disables it (1).
     """
 
     phase = "stylegan2ada"
+    generator_attr = "G"
+    discriminator_attr = "D"
+    progress_bar_keys = ("loss/G", "loss/D")
 
     def __init__(
         self,
@@ -152,22 +154,20 @@ class StyleGAN2ADA(PhaseModule):
         num_fixed: int = 64,
         fixed_seed: int = 0,
         sample_truncation_psi: float = 1.0,
+        finite_check_every_n_steps: int = 1,
     ) -> None:
         super().__init__()
-        self.automatic_optimization = False
         if image_size < 8 or image_size & (image_size - 1):
             raise ConfigError(f"image_size must be a power of two >= 8, got {image_size}")
         for name, v in (("r1_interval", r1_interval), ("pl_interval", pl_interval), ("ada_interval", ada_interval),
                         ("pl_batch_shrink", pl_batch_shrink), ("num_fixed", num_fixed)):
             if int(v) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {v}")
-        if not lr > 0:
-            raise ConfigError(f"lr must be > 0, got {lr}")
+        check_lr("lr", lr)
+        check_finite_every(finite_check_every_n_steps)
         if not 0 <= style_mixing_prob <= 1:
             raise ConfigError(f"style_mixing_prob must be in [0, 1], got {style_mixing_prob}")
-        betas = [float(b) for b in betas]
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ConfigError(f"betas must be two numbers in [0, 1), got {betas}")
+        betas = check_betas(betas, "betas")
         self.save_hyperparameters()
         self.hparams.update(betas=betas)
 
@@ -193,8 +193,7 @@ class StyleGAN2ADA(PhaseModule):
         self.register_buffer("pl_mean", torch.zeros([]))
         self.register_buffer("images_seen", torch.zeros([], dtype=torch.long))
         self.register_buffer("batches_seen", torch.zeros([], dtype=torch.long))
-        g = torch.Generator().manual_seed(int(fixed_seed))
-        self.register_buffer("fixed_z", torch.randn(num_fixed, z_dim, generator=g), persistent=False)
+        self.register_fixed_noise(num_fixed, z_dim, fixed_seed)
 
     def train(self, mode: bool = True) -> StyleGAN2ADA:
         """Set training mode; ``G_ema`` always stays in eval mode (no ``w_avg`` updates)."""
@@ -214,24 +213,24 @@ class StyleGAN2ADA(PhaseModule):
             raise ConfigError(f"this StyleGAN2ADA is conditional (c_dim={self.G.c_dim}); pass labels c [n, c_dim]")
         return c.to(self.device, torch.float32)
 
-    @torch.no_grad()
+    @property
+    def generator_for_sampling(self) -> nn.Module:
+        return self.G_ema
+
     def generate(self, z: Tensor, c: Tensor | None = None, truncation_psi: float | None = None,
                  noise_mode: str = "const", batch_size: int = 64) -> Tensor:
         """``G_ema`` images ``[N, 3, S, S]`` clamped to [-1, 1] for latents ``z [N, z_dim]``."""
         psi = self.hparams.sample_truncation_psi if truncation_psi is None else truncation_psi
-        z = z.to(self.device)
         c = self._labels(z.shape[0], c)
-        out = []
-        for i in range(0, z.shape[0], batch_size):
-            ci = c[i : i + batch_size] if c is not None else None
-            out.append(self.G_ema(z[i : i + batch_size], ci, truncation_psi=psi, noise_mode=noise_mode))
-        return torch.cat(out).clamp(-1, 1)
+
+        def render(zi: Tensor, ci: Tensor | None = None) -> Tensor:
+            return self.G_ema(zi, ci, truncation_psi=psi, noise_mode=noise_mode)
+
+        return self.run_in_eval(self.G_ema, render, [z] if c is None else [z, c], batch_size).clamp(-1, 1)
 
     def sample(self, n: int, seed: int | None = None, c: Tensor | None = None, **kwargs: Any) -> Tensor:
         """``n`` images ``[n, 3, S, S]`` in [-1, 1]; the same ``seed`` gives the same images."""
-        g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-        z = torch.randn(n, self.z_dim, generator=g)
-        return self.generate(z, c, **kwargs)
+        return self.generate(self.noise(n, seed), c, **kwargs)
 
     def sample_fixed(self, n: int | None = None) -> Tensor:
         """Images of the fixed latents (for sample grids). Conditional models use all-zero labels."""
@@ -240,13 +239,12 @@ class StyleGAN2ADA(PhaseModule):
         return self.generate(z, c)
 
     # ------------------------------------------------------------------------------------- training
-    def configure_optimizers(self):
+    def adam_settings(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Both networks' Adam settings, corrected for their lazy regularisation (eps 1e-8)."""
         hp = self.hparams
         g_lr, g_betas = lazy_adam_settings(hp.lr, hp.betas, hp.pl_interval if hp.pl_weight > 0 else None)
         d_lr, d_betas = lazy_adam_settings(hp.lr, hp.betas, hp.r1_interval)
-        opt_g = torch.optim.Adam(self.G.parameters(), lr=g_lr, betas=g_betas, eps=1e-8)
-        opt_d = torch.optim.Adam(self.D.parameters(), lr=d_lr, betas=d_betas, eps=1e-8)
-        return [opt_g, opt_d]
+        return {"lr": g_lr, "betas": g_betas, "eps": 1e-8}, {"lr": d_lr, "betas": d_betas, "eps": 1e-8}
 
     def _world_size(self) -> int:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -326,67 +324,56 @@ class StyleGAN2ADA(PhaseModule):
             c = attrs[:, : self.G.c_dim].float()
         return x, c
 
-    def _step(self, opt, loss: Tensor, name: str) -> None:
-        """Stop on a non-finite loss, backward, step (gradients are sanitised in
-        :meth:`on_before_optimizer_step`)."""
-        opt.zero_grad(set_to_none=True)
-        self.check_finite(**{name: loss})  # before backward: a bad loss changes no weights
-        self.manual_backward(loss)
-        step_uncounted(opt)
-
     def on_before_optimizer_step(self, optimizer) -> None:
         """The official ``nan_to_num`` of the gradients, right before every optimizer step. Lightning
         calls this after a mixed-precision gradient scaler has unscaled the gradients (and recorded
         any overflow, so it still skips that step and lowers its scale)."""
         sanitize_gradients(p for group in optimizer.param_groups for p in group["params"])
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def gan_step(self, batch: Any, batch_idx: int, opt_g: Any, opt_d: Any) -> dict[str, Tensor | float]:
         hp = self.hparams
         x, c = self._batch(batch)
         b = x.shape[0]
         global_batch = b * self._world_size()
         step = int(self.batches_seen)
-        opt_g, opt_d = self.optimizers()
         logs: dict[str, Tensor | float] = {}
 
         # --- G: main loss, then lazy path-length regularisation
-        self.toggle_optimizer(opt_g)
-        fake, _ = self.run_G(torch.randn(b, self.z_dim, device=x.device), c)
-        loss_g = F.softplus(-self.run_D(fake, c)).mean()
-        self._step(opt_g, loss_g, "loss_G")
-        logs["loss/G"] = loss_g.detach()
-        if hp.pl_weight > 0 and step % hp.pl_interval == 0:
-            n = max(1, b // hp.pl_batch_shrink)
-            img, ws = self.run_G(torch.randn(n, self.z_dim, device=x.device), c[:n] if c is not None else None)
-            penalty, _, new_mean = path_length_penalty(img, ws, self.pl_mean, hp.pl_decay)
-            self.pl_mean.copy_(new_mean)
-            loss_pl = (img[:, 0, 0, 0] * 0 + penalty * hp.pl_weight).mean() * hp.pl_interval
-            self._step(opt_g, loss_pl, "loss_Gpl")
-            logs["loss/pl"] = penalty.detach().mean()
-            logs["pl_mean"] = self.pl_mean.detach()
-        self.untoggle_optimizer(opt_g)
+        with self.toggled(opt_g):
+            fake, _ = self.run_G(torch.randn(b, self.z_dim, device=x.device), c)
+            loss_g = logistic_g_loss(self.run_D(fake, c))
+            self.optimizer_update(opt_g, loss_g, "loss_G")
+            logs["loss/G"] = loss_g.detach()
+            if hp.pl_weight > 0 and step % hp.pl_interval == 0:
+                n = max(1, b // hp.pl_batch_shrink)
+                img, ws = self.run_G(torch.randn(n, self.z_dim, device=x.device), c[:n] if c is not None else None)
+                penalty, _, new_mean = path_length_penalty(img, ws, self.pl_mean, hp.pl_decay)
+                self.pl_mean.copy_(new_mean)
+                loss_pl = (img[:, 0, 0, 0] * 0 + penalty * hp.pl_weight).mean() * hp.pl_interval
+                self.optimizer_update(opt_g, loss_pl, "loss_Gpl")
+                logs["loss/pl"] = penalty.detach().mean()
+                logs["pl_mean"] = self.pl_mean.detach()
 
         # --- D: main loss, then lazy R1
-        self.toggle_optimizer(opt_d)
-        with torch.no_grad():
-            fake, _ = self.run_G(torch.randn(b, self.z_dim, device=x.device), c)
-        fake_logits = self.run_D(fake, c)
-        real_logits = self.run_D(x.detach(), c)
-        self.accumulate_ada(real_logits)
-        loss_d = (F.softplus(fake_logits) + F.softplus(-real_logits)).mean()
-        self._step(opt_d, loss_d, "loss_D")
-        logs["loss/D"] = loss_d.detach()
-        logs["D/real"] = real_logits.detach().float().mean()
-        logs["D/fake"] = fake_logits.detach().float().mean()
-        if step % hp.r1_interval == 0:
-            gamma = self.r1_gamma(global_batch)
-            if gamma > 0:
-                penalty, logits = self.r1(x, c)
-                self.accumulate_ada(logits)  # the official Dreg pass reports its real signs too
-                loss_r1 = (logits * 0 + (penalty * (gamma / 2)).unsqueeze(1)).mean() * hp.r1_interval
-                self._step(opt_d, loss_r1, "loss_Dr1")
-                logs["loss/r1"] = penalty.detach().mean()
-        self.untoggle_optimizer(opt_d)
+        with self.toggled(opt_d):
+            with torch.no_grad():
+                fake, _ = self.run_G(torch.randn(b, self.z_dim, device=x.device), c)
+            fake_logits = self.run_D(fake, c)
+            real_logits = self.run_D(x.detach(), c)
+            self.accumulate_ada(real_logits)
+            loss_d = logistic_d_loss(real_logits, fake_logits)
+            self.optimizer_update(opt_d, loss_d, "loss_D")
+            logs["loss/D"] = loss_d.detach()
+            logs["D/real"] = real_logits.detach().float().mean()
+            logs["D/fake"] = fake_logits.detach().float().mean()
+            if step % hp.r1_interval == 0:
+                gamma = self.r1_gamma(global_batch)
+                if gamma > 0:
+                    penalty, logits = self.r1(x, c)
+                    self.accumulate_ada(logits)  # the official Dreg pass reports its real signs too
+                    loss_r1 = (logits * 0 + (penalty * (gamma / 2)).unsqueeze(1)).mean() * hp.r1_interval
+                    self.optimizer_update(opt_d, loss_r1, "loss_Dr1")
+                    logs["loss/r1"] = penalty.detach().mean()
 
         # --- bookkeeping: EMA, images seen, ADA
         logs["G_ema/beta"] = self.update_ema(global_batch)
@@ -399,10 +386,7 @@ class StyleGAN2ADA(PhaseModule):
         if self.augment_pipe is not None:
             logs["ada/p"] = float(self.augment_pipe.p)
         logs["kimg"] = float(self.images_seen) / 1000
-        count_step(opt_d)  # one global step per batch
-        shown = ("loss/G", "loss/D")
-        self.log_dict({k: v for k, v in logs.items() if k in shown}, prog_bar=True)
-        self.log_dict({k: v for k, v in logs.items() if k not in shown})
+        return logs
 
 
 def _rename_old_ada_stats(state_dict, prefix, *args) -> None:

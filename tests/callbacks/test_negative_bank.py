@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_phase1
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
@@ -19,10 +20,7 @@ from multifeat.callbacks import NegativeBank
 from multifeat.callbacks.negative_bank import _SEED_STRIDE
 from multifeat.errors import ConfigError
 from multifeat.io.bank import read_bank
-from multifeat.phases import Phase1GAN
 from multifeat.utils.images import to_uint8
-
-TINY = dict(image_size=16, z_dim=8, g_width=4, d_width=4, max_width=16)
 
 
 def _loader(n=32, batch_size=8):
@@ -43,7 +41,7 @@ def _keys(bank_dir):
 
 
 def test_schedule_index_and_image_contents(tmp_path):
-    model = Phase1GAN(**TINY)
+    model = tiny_phase1()
     expected_step0 = model.sample(2, seed=5 * _SEED_STRIDE + 0, ema=False)  # the untrained G1, live, eval mode
     cb = NegativeBank(bank_dir=str(tmp_path / "neg"), first_steps=8, every_n_steps=3, per_save=2, max_images=100, seed=5)
     _fit(tmp_path, model, [cb], max_steps=10)
@@ -63,17 +61,17 @@ def test_schedule_index_and_image_contents(tmp_path):
 
 def test_max_images_and_first_epochs(tmp_path):
     cb = NegativeBank(bank_dir=str(tmp_path / "a"), first_steps=None, every_n_steps=1, per_save=4, max_images=6)
-    _fit(tmp_path, Phase1GAN(**TINY), [cb], max_steps=4)
+    _fit(tmp_path, tiny_phase1(), [cb], max_steps=4)
     assert [(e, s) for e, s, _ in _keys(tmp_path / "a")] == [(0, 0)] * 4 + [(0, 1)] * 2
     # 4 batches per epoch; only epoch 0 collects
     cb = NegativeBank(bank_dir=str(tmp_path / "b"), first_epochs=1, first_steps=None, every_n_steps=2, per_save=1)
-    _fit(tmp_path, Phase1GAN(**TINY), [cb], max_epochs=2)
+    _fit(tmp_path, tiny_phase1(), [cb], max_epochs=2)
     assert [(e, s) for e, s, _ in _keys(tmp_path / "b")] == [(0, 0), (0, 2)]
 
 
 def test_default_bank_dir_is_under_default_root_dir(tmp_path):
     cb = NegativeBank(first_steps=2, every_n_steps=1, per_save=1)
-    _fit(tmp_path, Phase1GAN(**TINY), [cb], max_steps=3)
+    _fit(tmp_path, tiny_phase1(), [cb], max_steps=3)
     assert len(read_bank(tmp_path / "negatives")) == 2
 
 
@@ -95,11 +93,11 @@ def test_resume_neither_loses_nor_duplicates(tmp_path):
                 ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=3, save_top_k=-1)]
 
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _fit(tmp_path, Phase1GAN(**TINY), callbacks() + [CrashAt(5)], max_steps=8)
+        _fit(tmp_path, tiny_phase1(), callbacks() + [CrashAt(5)], max_steps=8)
     # the bank got ahead of the last checkpoint (step 3): steps 0, 2 and 4 are on disk
     assert sorted({s for _, s, _ in _keys(bank)}) == [0, 2, 4]
     step4 = {f: (bank / f).read_bytes() for _, s, f in _keys(bank) if s == 4}
-    trainer = _fit(tmp_path, Phase1GAN(**TINY), callbacks(), max_steps=8, ckpt_path=str(ckpt_dir / "last.ckpt"))
+    trainer = _fit(tmp_path, tiny_phase1(), callbacks(), max_steps=8, ckpt_path=str(ckpt_dir / "last.ckpt"))
     assert trainer.global_step == 8
     keys = _keys(bank)
     assert [(e, s) for e, s, _ in keys] == [(0, 0)] * 2 + [(0, 2)] * 2 + [(1, 4)] * 2 + [(1, 6)] * 2
@@ -110,11 +108,11 @@ def test_resume_neither_loses_nor_duplicates(tmp_path):
 
 def test_fresh_run_refuses_a_used_bank_unless_overwrite(tmp_path):
     bank = tmp_path / "neg"
-    _fit(tmp_path, Phase1GAN(**TINY), [NegativeBank(bank_dir=str(bank), first_steps=3, every_n_steps=1, per_save=1)], max_steps=3)
+    _fit(tmp_path, tiny_phase1(), [NegativeBank(bank_dir=str(bank), first_steps=3, every_n_steps=1, per_save=1)], max_steps=3)
     assert len(read_bank(bank)) == 3
     with pytest.raises(ConfigError, match="already holds 3 images"):
-        _fit(tmp_path, Phase1GAN(**TINY), [NegativeBank(bank_dir=str(bank), first_steps=2, every_n_steps=1, per_save=1)], max_steps=2)
-    _fit(tmp_path, Phase1GAN(**TINY),
+        _fit(tmp_path, tiny_phase1(), [NegativeBank(bank_dir=str(bank), first_steps=2, every_n_steps=1, per_save=1)], max_steps=2)
+    _fit(tmp_path, tiny_phase1(),
          [NegativeBank(bank_dir=str(bank), first_steps=2, every_n_steps=1, per_save=1, overwrite=True)], max_steps=2)
     assert [(e, s) for e, s, _ in _keys(bank)] == [(0, 0), (0, 1)]
     assert len(list(bank.glob("*.png"))) == 2  # the old run's files are gone
@@ -126,7 +124,7 @@ def _fake_trainer(tmp_path, rank_zero, step=0, epoch=0):
 
 
 def test_only_rank_zero_writes(tmp_path):
-    model = Phase1GAN(**TINY)
+    model = tiny_phase1()
     cb = NegativeBank(bank_dir=str(tmp_path / "neg"), every_n_steps=1)
     other = _fake_trainer(tmp_path, rank_zero=False)
     cb.on_train_start(other, model)
@@ -140,7 +138,7 @@ def test_only_rank_zero_writes(tmp_path):
 
 
 def test_interrupted_write_leaves_the_index_consistent(tmp_path, monkeypatch):
-    model = Phase1GAN(**TINY)
+    model = tiny_phase1()
     cb = NegativeBank(bank_dir=str(tmp_path / "neg"), every_n_steps=1, per_save=3)
     trainer = _fake_trainer(tmp_path, rank_zero=True)
     cb.on_train_start(trainer, model)
@@ -168,7 +166,7 @@ def test_collection_does_not_change_training(tmp_path):
     finals = []
     for use_bank in (False, True):
         L.seed_everything(3)
-        model = Phase1GAN(**TINY)
+        model = tiny_phase1()
         cbs = [NegativeBank(bank_dir=str(tmp_path / "neg"), every_n_steps=1, per_save=4)] if use_bank else []
         _fit(tmp_path, model, cbs, max_steps=4)
         finals.append({k: v.clone() for k, v in model.state_dict().items()})
@@ -178,7 +176,7 @@ def test_collection_does_not_change_training(tmp_path):
 
 
 def test_draw_is_deterministic_per_step():
-    model = Phase1GAN(**TINY).train()
+    model = tiny_phase1().train()
     cb = NegativeBank(seed=1)
     a, b, c = cb.draw(model, 3, 10), cb.draw(model, 3, 10), cb.draw(model, 3, 11)
     assert torch.equal(a, b) and not torch.equal(a, c)

@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_phase1
 from lightning.pytorch import LightningModule
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
@@ -15,10 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import multifeat.callbacks.sample_grid as sg
 from multifeat.callbacks import SampleGrid
 from multifeat.errors import ConfigError
-from multifeat.phases import Phase1GAN
 from multifeat.utils.images import make_grid, to_uint8
-
-TINY = dict(image_size=16, z_dim=8, g_width=4, d_width=4, max_width=16)
 
 
 def _loader():
@@ -31,7 +29,7 @@ def _png(path) -> np.ndarray:
 
 
 def test_grids_every_n_steps_and_at_fit_end(tmp_path):
-    model = Phase1GAN(**TINY, num_fixed=9)
+    model = tiny_phase1(num_fixed=9)
     cb = SampleGrid(every_n_steps=2, upscale=2)
     trainer = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path, callbacks=[cb])
@@ -49,7 +47,7 @@ def test_grids_every_n_steps_and_at_fit_end(tmp_path):
 
 
 def test_every_n_epochs_and_num_samples_and_dirpath(tmp_path):
-    model = Phase1GAN(**TINY, num_fixed=16)
+    model = tiny_phase1(num_fixed=16)
     cb = SampleGrid(every_n_steps=None, every_n_epochs=1, num_samples=4, nrow=4, dirpath=str(tmp_path / "g"), on_fit_end=False)
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path, callbacks=[cb])

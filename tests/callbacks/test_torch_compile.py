@@ -3,14 +3,14 @@
 import lightning as L
 import pytest
 import torch
+from helpers import tiny_phase1
 
 from multifeat.callbacks import TorchCompile
 from multifeat.errors import ConfigError
-from multifeat.phases import Phase1GAN
 
 
 def tiny():
-    return Phase1GAN(image_size=16, z_dim=8, g_width=4, d_width=4, max_width=16)
+    return tiny_phase1()
 
 
 def test_compiles_generator_and_discriminator_in_place_keeping_state_dict_keys(monkeypatch):

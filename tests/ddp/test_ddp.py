@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import tiny_phase1
 
 from multifeat.phases.stylegan2ada import ada_adjust
 
@@ -89,13 +90,13 @@ def _make_phase3_inputs(folder: Path) -> Path:
     from lightning.pytorch import Trainer, seed_everything
 
     from multifeat.data import AttributeDataModule, FeatureClassifierDataModule
-    from multifeat.phases import FeatureClassifier, Phase1GAN
+    from multifeat.phases import FeatureClassifier
 
     quiet = dict(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                  enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     folder.mkdir(parents=True, exist_ok=True)
     seed_everything(0, verbose=False)
-    p1 = Phase1GAN(image_size=16, z_dim=8, g_width=4, d_width=4, max_width=16, num_fixed=4)
+    p1 = tiny_phase1(num_fixed=4)
     t = Trainer(**quiet)
     t.fit(p1, datamodule=AttributeDataModule(image_size=16, require={"bald": True}, num_samples=16, batch_size=8,
                                              val_fraction=0.0))
@@ -190,3 +191,16 @@ def test_pipeline_under_ddp_only_rank_zero_writes(tmp_path):
     assert (run / "eval" / "report.md").is_file() and (run / "summary.md").is_file()
     # 16 faces / batch 4 / 2 ranks = 2 steps: collections at steps 0 and 1, 2 images each, written once
     assert sorted(e["step"] for e in read_bank(run / "phase1" / "negatives")) == [0, 0, 1, 1]
+
+
+# ---------------------------------------------------------------------------------------------- plain ddp
+@pytest.mark.parametrize("phase", ["phase1", "phase3", "stylegan2ada"])
+def test_plain_ddp_trains_exactly_like_find_unused_parameters(tmp_path, phase):
+    """``strategy: ddp`` (no search for unused parameters) trains the GAN phases, to the same weights bit
+    for bit as ``ddp_find_unused_parameters_true`` (docs/scaling.md)."""
+    extra = ("--inputs", str(_make_phase3_inputs(tmp_path / "inputs"))) if phase == "phase3" else ()
+    plain = run_ddp(phase, tmp_path / "plain", "--strategy", "ddp", *extra)
+    check_common(plain, tmp_path / "plain")
+    found = run_ddp(phase, tmp_path / "found", *extra)
+    for r_plain, r_found in zip(plain, found):
+        assert r_plain["params"] == r_found["params"]

@@ -8,6 +8,7 @@ import csv
 import lightning as L
 import pytest
 import torch
+from helpers import tiny_phase1
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
@@ -17,8 +18,6 @@ from multifeat.errors import ConfigError, NonFiniteLossError
 from multifeat.io.checkpoints import load_checkpoint, load_phase_module
 from multifeat.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from multifeat.phases import Phase1GAN
-
-TINY = dict(image_size=16, z_dim=8, g_width=4, d_width=4, max_width=16)
 
 
 def _images(n=32, seed=0):
@@ -84,7 +83,7 @@ def test_training_matches_plain_pytorch_loop(tmp_path, d_steps_per_g):
     g0 = DCGANGenerator(z_dim=8, image_size=16, width=4, max_width=16)
     d0 = DCGANDiscriminator(image_size=16, width=4, max_width=16)
     rec = RecordingG(copy.deepcopy(g0))
-    model = Phase1GAN(**TINY, lr_g=1e-2, lr_d=5e-3, d_steps_per_g=d_steps_per_g, generator=rec, discriminator=copy.deepcopy(d0))
+    model = tiny_phase1(lr_g=1e-2, lr_d=5e-3, d_steps_per_g=d_steps_per_g, generator=rec, discriminator=copy.deepcopy(d0))
     trainer = _trainer(tmp_path, max_steps=4, log_every_n_steps=1)
     trainer.fit(model, _loader())
     # one global step per batch, whatever the number of optimizers
@@ -104,7 +103,7 @@ def test_training_matches_plain_pytorch_loop(tmp_path, d_steps_per_g):
 
 
 def test_d_steps_per_g_updates_generator_on_every_kth_batch(tmp_path):
-    model = Phase1GAN(**TINY, d_steps_per_g=3, ema_decay=0.5)
+    model = tiny_phase1(d_steps_per_g=3, ema_decay=0.5)
     trainer = _trainer(tmp_path, max_steps=4)
     before = model.generator.to_rgb.weight.detach().clone()
     snapshots = []
@@ -123,7 +122,7 @@ def test_d_steps_per_g_updates_generator_on_every_kth_batch(tmp_path):
 def test_logs_losses_and_discriminator_means_on_logging_steps(tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 
-    model = Phase1GAN(**TINY)
+    model = tiny_phase1()
     trainer = _trainer(tmp_path, max_steps=4, log_every_n_steps=2, logger=CSVLogger(tmp_path, name="csv"))
     trainer.fit(model, _loader())
     logged = trainer.logged_metrics
@@ -137,7 +136,7 @@ def test_logs_losses_and_discriminator_means_on_logging_steps(tmp_path):
 
 def test_ema_follows_hand_recursion(tmp_path):
     decay = 0.75
-    model = Phase1GAN(**TINY, ema_decay=decay, lr_g=1e-2)
+    model = tiny_phase1(ema_decay=decay, lr_g=1e-2)
     expected = {k: v.detach().clone() for k, v in model.generator.named_parameters()}
 
     class Recurse(Callback):
@@ -172,7 +171,7 @@ class NaNAt(nn.Module):
 @pytest.mark.parametrize("call, term", [(7, "loss_d"), (9, "loss_g")])  # batch 3 (global step 2)
 def test_nan_loss_stops_training_naming_phase_step_and_term(tmp_path, call, term):
     d = NaNAt(DCGANDiscriminator(image_size=16, width=4, max_width=16), at=call)
-    model = Phase1GAN(**TINY, discriminator=d)
+    model = tiny_phase1(discriminator=d)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1, save_top_k=-1)
     trainer = _trainer(tmp_path, max_steps=10, callbacks=[ckpt], enable_checkpointing=True)
     with pytest.raises(NonFiniteLossError) as info:
@@ -187,7 +186,7 @@ def test_nan_loss_stops_training_naming_phase_step_and_term(tmp_path, call, term
 
 
 def test_checkpoint_roundtrip_weights_only(tmp_path):
-    model = Phase1GAN(**TINY, ema_decay=0.9, num_fixed=6)
+    model = tiny_phase1(ema_decay=0.9, num_fixed=6)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     trainer = _trainer(tmp_path, max_steps=2, callbacks=[ckpt], enable_checkpointing=True)
     trainer.fit(model, _loader())
@@ -206,7 +205,7 @@ def test_checkpoint_roundtrip_weights_only(tmp_path):
 
 
 def test_sample_is_seeded_and_leaves_rng_and_mode_alone():
-    model = Phase1GAN(**TINY)
+    model = tiny_phase1()
     model.train()
     state = torch.get_rng_state()
     a = model.sample(4, seed=7)
@@ -237,7 +236,7 @@ def test_sample_is_seeded_and_leaves_rng_and_mode_alone():
 )
 def test_bad_arguments_raise_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        Phase1GAN(**{**TINY, **kwargs})
+        tiny_phase1(**kwargs)
 
 
 def test_hparams_are_primitive_and_custom_networks_are_flagged():
@@ -294,9 +293,8 @@ def test_data_of_another_image_size_is_refused_before_training():
 
     from multifeat.data import AttributeDataModule
     from multifeat.errors import ConfigError
-    from multifeat.phases import Phase1GAN
 
-    model = Phase1GAN(image_size=16, z_dim=8, g_width=4, d_width=4, max_width=16)
+    model = tiny_phase1()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     dm = AttributeDataModule(image_size=32, num_samples=16, batch_size=8, val_fraction=0.0)
     trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from helpers import tiny_phase1
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -29,7 +30,7 @@ def _fit_and_save(module, data, path, steps=2):
 
 def make_phase1(path, size=16, ema_decay=None):
     seed_everything(0, verbose=False)
-    p1 = Phase1GAN(image_size=size, z_dim=8, g_width=4, d_width=4, max_width=16, num_fixed=4, ema_decay=ema_decay)
+    p1 = tiny_phase1(image_size=size, num_fixed=4, ema_decay=ema_decay)
     dm = AttributeDataModule(image_size=size, require={"bald": True}, num_samples=16, batch_size=8, val_fraction=0.0)
     return _fit_and_save(p1, dm, path)
 
@@ -155,7 +156,8 @@ def test_snapshot_data_switch_and_frozen_d2_during_training(ckpts):
     d2_before = copy.deepcopy(m.d2.state_dict())
     g_before = copy.deepcopy(m.generator.state_dict())
     rec = Recorder()
-    trainer = Trainer(max_epochs=3, enable_checkpointing=False, reload_dataloaders_every_n_epochs=1, callbacks=[rec], **QUIET)
+    trainer = Trainer(max_epochs=3, enable_checkpointing=False, reload_dataloaders_every_n_epochs=1, callbacks=[rec],
+                      log_every_n_steps=1, **QUIET)
     trainer.fit(m, datamodule=switching_data())
     # D2 never changed (and stayed in eval mode) while G3 did
     for k, v in m.d2.state_dict().items():
