@@ -30,6 +30,7 @@ SCRIPTS = {
     "stylegan2": ("bench_stylegan2", []),
     "data": ("bench_data", None),
     "loading": ("bench_loading", []),
+    "small_data": ("bench_small_data", []),
     "eval": ("bench_eval", []),
     "gpu_check": ("gpu_check", []),
 }
