@@ -24,7 +24,7 @@ def test_bench_small_data_smoke(capsys, monkeypatch):
     assert all(float(r[1]) > 0 for r in rows)
     tail = out[out.index("| comparison"):]
     _, comp = _common.parse_markdown_table(tail)
-    assert [r[0].split(" (")[0] for r in comp] == ["short / long epochs, cached", "short / long epochs, not cached",
+    assert [r[0].rsplit(" (", 1)[0] for r in comp] == ["short / long epochs, cached", "short / long epochs, not cached",
                                                    "real (cached) / synthetic (cached)"]
     assert all(float(r[1]) > 0 and r[2] in ("PASS", "FAIL") for r in comp)
     assert "data share" in out
@@ -39,3 +39,4 @@ def test_run_all_knows_the_benchmark():
         sys.path.remove(str(BENCH))
     assert run_all.SCRIPTS["small_data"] == ("bench_small_data", [])
     assert run_all.arguments("small_data", "smoke", cuda=False) == ["--quick", "--smoke"]
+    assert run_all.arguments("small_data", "quick", cuda=False) == ["--quick", "--size", "32", "--batch", "32"]
