@@ -38,10 +38,8 @@ except ImportError:  # run as a script
 TARGET = 0.9
 
 
-def _attr_header() -> list[str]:
-    from multifeat.data.celeba import CELEBA_DERIVED  # noqa: F401  (the package reads this layout)
-
-    return ["Bald", "No_Beard", "Goatee", "Mustache", "Eyeglasses", "Smiling"]
+#: label columns of the written trees: enough for the package's derived names (all -1: no filter is used)
+LABEL_COLUMNS = ("Bald", "No_Beard", "Goatee", "Mustache", "Eyeglasses", "Smiling")
 
 
 def write_tree(dst: Path, images: list[Path] | None, n: int, size: int, seed: int = 0) -> Path:
@@ -67,7 +65,7 @@ def write_tree(dst: Path, images: list[Path] | None, n: int, size: int, seed: in
                 name = f"{it['index'] + 1:06d}.jpg"
                 Image.fromarray(arr).save(img_dir / name, quality=92)
                 names.append(name)
-    cols = _attr_header()
+    cols = LABEL_COLUMNS
     rows = [f"{name} " + " ".join("-1" for _ in cols) for name in names]
     (dst / "celeba" / "list_attr_celeba.txt").write_text("\n".join([str(len(names)), " ".join(cols), *rows]) + "\n")
     return dst

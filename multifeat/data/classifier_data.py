@@ -397,7 +397,7 @@ class FeatureClassifierDataModule(LightningDataModule):
             within = {"positive": np.where(common, target / np.maximum(cp, 1), 0.0)[pos_c],
                       "real_negative": np.where(common, target / np.maximum(cn, 1), 0.0)[neg_c]}
             within["degraded"] = within["positive"]  # degraded copies of the same positives, in order
-            for p, (part, src) in enumerate(ds.parts):
+            for p, (_part, src) in enumerate(ds.parts):
                 name = SOURCE_NAMES[src]
                 if name not in within:
                     continue

@@ -10,7 +10,13 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 @pytest.mark.slow
 def test_bench_small_data_smoke(capsys, monkeypatch):
+    import logging
+
     monkeypatch.syspath_prepend(str(BENCH))
+    # the script quiets Lightning's loggers; give them their levels back afterwards
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("lightning", "lightning_fabric", "pytorch_lightning"):
+            monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
     import _common
     import bench_small_data
 

@@ -10,6 +10,8 @@ from celeba_fixtures import CELEBA_COLUMNS, make_celeba
 from multifeat.data import FeatureClassifierDataModule
 from multifeat.errors import ConfigError, DataError
 
+RANK_ZERO = "lightning.pytorch.utilities.rank_zero"  # the logger of rank_zero_info lines
+
 COL = {c: i for i, c in enumerate(CELEBA_COLUMNS)}
 
 
@@ -114,7 +116,7 @@ def test_celeba_tree_with_a_beard_bias_is_balanced(tmp_path, caplog):
     set_labels(truth, rows)
     dm = FeatureClassifierDataModule(feature="bald", source="celeba", root=str(tmp_path), image_size=8, val_fraction=0.1,
                                      balance_attributes=["beard", "eyeglasses"])
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger=RANK_ZERO):
         r = drawn_rates(dm)
     assert np.abs(r["positive"] - r["real_negative"]).max() < 0.03, r
     d = dm.describe()

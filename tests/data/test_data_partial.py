@@ -15,6 +15,8 @@ from multifeat.data.cache import MemoryCache
 from multifeat.data.datamodule import split_indices
 from multifeat.errors import ConfigError, DataError
 
+RANK_ZERO = "lightning.pytorch.utilities.rank_zero"  # the logger of rank_zero_info lines
+
 BALD = CELEBA_COLUMNS.index("Bald")
 
 
@@ -133,7 +135,7 @@ def test_cached_batches_equal_decoded_batches(tmp_path, caplog):
     kw = dict(source="celeba", root=str(tmp_path), image_size=16, batch_size=5, attributes=["smiling", "bald"], seed=2)
     plain = AttributeDataModule(cache_mb=0, **kw)
     cached = AttributeDataModule(**kw)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger=RANK_ZERO):
         a, b = list(plain.train_dataloader()), list(cached.train_dataloader())
     assert isinstance(cached.train_dataloader().dataset, MemoryCache)
     assert not isinstance(plain.train_dataloader().dataset, MemoryCache)
@@ -151,7 +153,7 @@ def test_cached_batches_equal_decoded_batches(tmp_path, caplog):
 def test_cache_limit_is_respected_and_said(tmp_path, caplog):
     make_celeba(tmp_path, n=24, seed=4)
     dm = AttributeDataModule(source="celeba", root=str(tmp_path), image_size=512, batch_size=4, cache_mb=1)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger=RANK_ZERO):
         loader = dm.train_dataloader()  # 8 x 3 x 512 x 512 bytes = 6 MiB > 1 MiB
     assert not isinstance(loader.dataset, MemoryCache)
     assert any("not caching 8 decoded images (6.0 MiB > cache_mb=1)" in r.getMessage() for r in caplog.records)
