@@ -101,3 +101,13 @@ class MemoryCache(Dataset):
         if name in ("base", "images", "fields", "seconds", "nbytes"):
             raise AttributeError(name)
         return getattr(self.base, name)
+
+
+def attach_cache(ds: Dataset, num_workers: int = 0) -> MemoryCache:
+    """Decode ``ds`` (a :class:`~multifeat.data.celeba.CelebADataset` or
+    :class:`~multifeat.data.folder.ImageFolderDataset`) into a :class:`MemoryCache` that the dataset
+    itself then serves from: its type, files and labels stay as they are."""
+    ds.memory = None
+    cache = MemoryCache(ds, num_workers=num_workers)
+    ds.memory = cache
+    return cache

@@ -310,10 +310,21 @@ class CelebADataset(Dataset):
         out.files = [self.files[r] for r in rows]
         out.labels = self.labels[rows] if rows else self.labels[:0]
         out.partitions = self.partitions[rows] if rows else self.partitions[:0]
+        out.memory = None
         return out
+
+    #: a :class:`~multifeat.data.cache.MemoryCache` of this dataset's items (see ``attach_cache``), or None
+    memory = None
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        if self.memory is not None:
+            return self.memory.__getitems__(indices)
+        return [self[i] for i in indices]
 
     def __getitem__(self, index: int) -> dict:
         i = int(index)
+        if self.memory is not None:
+            return self.memory[i]
         path = self.image_dir / self.files[i]
         try:
             img = open_rgb(path)

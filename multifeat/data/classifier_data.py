@@ -39,7 +39,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
-from multifeat.data.cache import MemoryCache, cache_bytes, check_cache_mb, fmt_mib
+from multifeat.data.cache import attach_cache, cache_bytes, check_cache_mb, fmt_mib
 from multifeat.data.common import ATTRIBUTES, SOURCE_NAMES, check_power_of_two
 from multifeat.data.datamodule import _SYNTHETIC_KEYS, check_loader_args, check_positive_int, split_indices
 from multifeat.data.degrade import DEGRADE_KINDS, check_kinds, degrade
@@ -433,14 +433,16 @@ class FeatureClassifierDataModule(LightningDataModule):
         if self.source == "synthetic" or self.cache_mb == 0:
             return ds
         need = cache_bytes(len(ds), self.image_size)
-        if need > self.cache_mb * (1 << 20):
-            rank_zero_info(f"D2 data: not caching the {len(ds)} {name} images ({fmt_mib(need)} > cache_mb={self.cache_mb}); "
-                           f"they are decoded every time with num_workers={self.num_workers}")
+        used = getattr(self, "_cache_used", 0)  # positives and real negatives share the limit
+        if used + need > self.cache_mb * (1 << 20):
+            rank_zero_info(f"D2 data: not caching the {len(ds)} {name} images ({fmt_mib(need)}, {fmt_mib(used)} already "
+                           f"cached, cache_mb={self.cache_mb}); they are decoded every time with num_workers={self.num_workers}")
             return ds
-        cache = MemoryCache(ds, num_workers=self.num_workers)
+        cache = attach_cache(ds, num_workers=self.num_workers)
+        self._cache_used = used + cache.nbytes
         rank_zero_info(f"D2 data: cached {len(cache)} {name} images decoded once as uint8 {self.image_size}x{self.image_size} "
                        f"({fmt_mib(cache.nbytes)}, {cache.seconds:.1f} s)")
-        return cache
+        return ds
 
     def source_counts(self, split: str = "train") -> dict[str, int]:
         """Number of items per source name in ``split`` (``train`` or ``val``)."""

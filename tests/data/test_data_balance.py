@@ -183,3 +183,31 @@ def test_balanced_d2_ignores_beards(capsys):
               f"with hair {float(ph.mean()):.3f}")
     assert float(p0.mean()) > 0.8 and float(ph.mean()) < 0.2  # D2 does tell bald from hair
     assert abs(float(p0.mean()) - float(p1.mean())) < 0.05
+
+
+def test_d2_celeba_sources_are_decoded_once_and_keep_their_type(tmp_path, caplog):
+    from multifeat.data import CelebADataset
+
+    make_celeba(tmp_path, n=30, seed=5, partition=False)
+    kw = dict(feature="bald", source="celeba", root=str(tmp_path), image_size=8, val_fraction=0.2, degraded=True)
+    with caplog.at_level(logging.INFO, logger=RANK_ZERO):
+        cached = FeatureClassifierDataModule(**kw)
+        cached.setup()
+    plain = FeatureClassifierDataModule(cache_mb=0, **kw)
+    plain.setup()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("D2 data: cached")]
+    assert len(lines) == 2 and "positive images" in lines[0] and "real_negative images" in lines[1]
+    for (a, _), (b, _) in zip(cached.train_set.parts, plain.train_set.parts):
+        if hasattr(a, "dataset"):
+            assert isinstance(a.dataset, CelebADataset) and a.dataset.memory is not None and b.dataset.memory is None
+    assert len(cached.train_set) == len(plain.train_set)
+    for i in range(len(plain.train_set)):  # positives, real negatives and the degraded copies of positives
+        x, y = cached.train_set[i], plain.train_set[i]
+        assert torch.equal(x["image"], y["image"]) and x["source"] == y["source"]
+    caplog.clear()
+    big = FeatureClassifierDataModule(cache_mb=1, **{**kw, "image_size": 256})  # 3 x 256 x 256 bytes per image
+    with caplog.at_level(logging.INFO, logger=RANK_ZERO):
+        big.setup()
+    assert big.train_set.parts[0][0].dataset.memory is None
+    assert any(r.getMessage().startswith("D2 data: not caching the") and "cache_mb=1" in r.getMessage()
+               for r in caplog.records)
