@@ -20,6 +20,7 @@ Attribute names: the 40 CelebA columns, plus *derived* any-of groups. Built in:
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import warnings
@@ -216,7 +217,8 @@ class CelebADataset(Dataset):
         val_fraction, seed: the fallback split.
 
     Items: ``{"image": float [3,S,S] in [-1,1], "attrs": float [A] 0/1, "index": int}``.
-    Attributes: ``num_label_rows``, ``num_image_files`` (the partial-copy counts), ``files``, ``labels``.
+    Attributes: ``num_label_rows``, ``num_image_files`` (the partial-copy counts), ``files``, ``labels``,
+    ``partitions`` (each item's official split id, -1 without a partition file), ``has_partition``.
     """
 
     def __init__(
@@ -266,11 +268,14 @@ class CelebADataset(Dataset):
                 f"{len(present) - n_both} images without a row)", DataWarning, stacklevel=2)
         # split
         part_file = _find(base, "list_eval_partition")
+        self.has_partition = part_file is not None
+        part_ids = np.full(len(files), -1, dtype=np.int8)
+        if part_file is not None:
+            parts = read_partition_file(part_file)
+            part_ids = np.array([parts.get(f, -1) for f in files], dtype=np.int8)
         if split != "all":
             if part_file is not None:
-                parts = read_partition_file(part_file)
-                want = SPLITS[split]
-                keep &= np.array([parts.get(f, -1) == want for f in files], dtype=bool)
+                keep &= part_ids == SPLITS[split]
             else:
                 if split == "test":
                     raise DataError(f"split='test' needs '{base / 'list_eval_partition.txt'}' (or .csv); "
@@ -289,6 +294,8 @@ class CelebADataset(Dataset):
                             f"({n_both} labelled images available)")
         rows = np.flatnonzero(keep)
         self.files = [files[i] for i in rows]
+        #: official partition of each item (0 train, 1 valid, 2 test; -1: not listed or no partition file)
+        self.partitions = part_ids[rows]
         sel = values[rows]
         self.labels = torch.from_numpy(np.stack([_evaluate(sel, t) for t in terms], axis=1).astype(np.float32)) \
             if terms else torch.zeros((len(rows), 0))
@@ -296,8 +303,28 @@ class CelebADataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def subset(self, rows) -> CelebADataset:
+        """A dataset of the items ``rows`` of this one (same files, labels and settings; no re-reading)."""
+        rows = [int(r) for r in rows]
+        out = copy.copy(self)
+        out.files = [self.files[r] for r in rows]
+        out.labels = self.labels[rows] if rows else self.labels[:0]
+        out.partitions = self.partitions[rows] if rows else self.partitions[:0]
+        out.memory = None
+        return out
+
+    #: a :class:`~multifeat.data.cache.MemoryCache` of this dataset's items (see ``attach_cache``), or None
+    memory = None
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        if self.memory is not None:
+            return self.memory.__getitems__(indices)
+        return [self[i] for i in indices]
+
     def __getitem__(self, index: int) -> dict:
         i = int(index)
+        if self.memory is not None:
+            return self.memory[i]
         path = self.image_dir / self.files[i]
         try:
             img = open_rgb(path)

@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from multifeat.data.cache import MemoryCache, cache_bytes, check_cache_mb, fmt_mib
 from multifeat.data.common import ATTRIBUTES, DataWarning, check_power_of_two
-from multifeat.errors import ConfigError
+from multifeat.errors import ConfigError, DataError
 
 _SYNTHETIC_KEYS = ("attribute_probs", "joint_fraction", "cache")
 
@@ -82,6 +86,19 @@ class AttributeDataModule(LightningDataModule):
         seed: seed of the split, of the shuffling order and of the synthetic faces (default 0).
         drop_last: drop the last incomplete training batch (only when the train set holds at least one batch).
         pin_memory: DataLoader ``pin_memory``.
+        cache_mb: real sources (``celeba``, ``folder``): when a split's decoded images (uint8,
+            ``N * 3 * S * S`` bytes) fit in this many MiB, decode each image once and serve batches
+            from memory in the main process (:class:`~multifeat.data.cache.MemoryCache`); one log line
+            says what was cached. 0: never. Default 1024. Synthetic faces have their own
+            ``synthetic: {cache: true}``.
+
+    Splits are built when first needed: ``setup`` builds the training split only, the validation
+    split is built when ``val_set`` / ``val_dataloader`` is first used, and not at all when the
+    Trainer will not validate (``limit_val_batches: 0``, or a module without ``validation_step``
+    such as Phase1GAN / Phase3GAN). CelebA with an official partition file: when the official
+    train split, or the valid split of a validating module, holds no image that matches
+    ``require`` (a partial copy), the module uses a seeded split (``val_fraction``, ``seed``) of the
+    matching train+valid images instead and says so in one :class:`DataWarning` with the counts.
     """
 
     def __init__(
@@ -103,6 +120,7 @@ class AttributeDataModule(LightningDataModule):
         seed: int = 0,
         drop_last: bool = True,
         pin_memory: bool = False,
+        cache_mb: int = 1024,
     ) -> None:
         super().__init__()
         if source not in ("synthetic", "celeba", "folder"):
@@ -117,6 +135,7 @@ class AttributeDataModule(LightningDataModule):
         check_loader_args(batch_size, num_workers, val_fraction, seed)
         if crop is not None:
             check_positive_int(crop, "crop")
+        check_cache_mb(cache_mb)
         synthetic = dict(synthetic or {})
         unknown = set(synthetic) - set(_SYNTHETIC_KEYS)
         if unknown:
@@ -142,10 +161,16 @@ class AttributeDataModule(LightningDataModule):
         self.seed = seed
         self.drop_last = drop_last
         self.pin_memory = pin_memory
+        self.cache_mb = cache_mb
         self._requested_attributes = list(attributes) if attributes is not None else None
         self.attribute_names: tuple[str, ...] = self._resolve_attribute_names()
         self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
+        self._val_set: Dataset | None = None
+        self._val_factory: Callable[[], Dataset | None] | None = None
+        self._validating = True
+        self._loaders: dict[str, tuple[Dataset, DataLoader]] = {}
+        #: what the memory cache holds per split: {"train": {"images": N, "mib": ..., "seconds": ...}} or a reason
+        self.cache_info: dict[str, dict[str, Any]] = {}
         if source == "synthetic":  # fail at construction on impossible filters (cheap: nothing is rendered)
             from multifeat.data.synthetic import SyntheticFaces
 
@@ -199,45 +224,153 @@ class AttributeDataModule(LightningDataModule):
                     raise ConfigError(f"require {{'{name}': {want}}} matches no image: folder_attrs labels every image {name}={int(labels[name])}")
         return ds
 
+    @property
+    def val_set(self) -> Dataset | None:
+        """The validation split, built on first use; None when there is none or the Trainer does not validate."""
+        if self._val_set is None and self._val_factory is not None and self._validating:
+            self._val_set = self._val_factory()
+            self._val_factory = None
+        return self._val_set
+
+    @val_set.setter
+    def val_set(self, value: Dataset | None) -> None:
+        self._val_set = value
+        self._val_factory = None
+
+    def _will_validate(self, stage: str | None) -> bool:
+        """Whether the attached Trainer will ask for validation data (True when unknown)."""
+        if self.val_fraction == 0:
+            return False
+        trainer = getattr(self, "trainer", None)
+        if stage == "validate" or trainer is None:
+            return True
+        if stage in ("test", "predict"):
+            return False
+        limit = getattr(trainer, "limit_val_batches", 1.0)
+        if limit is not None and float(limit) == 0:
+            return False
+        module = getattr(trainer, "lightning_module", None)
+        if module is not None:
+            from lightning.pytorch.utilities.model_helpers import is_overridden
+
+            return is_overridden("validation_step", module)
+        return True
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
+            if stage == "validate":
+                self._validating = self.val_fraction > 0
             return
+        self._validating = self._will_validate(stage)
         if self.source == "celeba":
             from multifeat.data.celeba import has_official_partition
 
             if has_official_partition(self.root):
-                self.train_set = self.build_dataset("train")
-                self.val_set = self.build_dataset("valid") if self.val_fraction > 0 else None
+                self._setup_official()
                 return
         full = self.build_dataset("all")
         train_idx, val_idx = split_indices(len(full), self.val_fraction, self.seed)
         self.train_set = Subset(full, train_idx)
-        self.val_set = Subset(full, val_idx) if val_idx else None
+        self._val_factory = (lambda: Subset(full, val_idx)) if val_idx else None
+
+    def _setup_official(self) -> None:
+        """CelebA with ``list_eval_partition``: the official train/valid splits, or a seeded split of the
+        matching train+valid images when a needed official split has none (with a DataWarning)."""
+        full = self.build_dataset("all")
+        parts = full.partitions
+        tr, va = np.flatnonzero(parts == 0), np.flatnonzero(parts == 1)
+        need_val = self._validating
+        if len(tr) > 0 and (len(va) > 0 or not need_val):
+            self.train_set = full.subset(tr)
+            if self.val_fraction > 0:
+                self._val_factory = lambda: self._official_valid(full, va)
+            return
+        pool = np.flatnonzero((parts == 0) | (parts == 1))
+        counts = f"{len(tr)} in train, {len(va)} in valid, {int((parts == 2).sum())} in test"
+        if len(pool) == 0:
+            raise DataError(f"no CelebA image matches require={self.require} in the official train or valid split "
+                            f"of '{full.base}' ({counts}); the test split is kept for evaluation")
+        t_idx, v_idx = split_indices(len(pool), self.val_fraction if need_val else 0.0, self.seed)
+        if need_val and not v_idx:
+            raise DataError(f"no CelebA image matches require={self.require} in split 'valid' and the {len(pool)} "
+                            f"matching train+valid image(s) are too few to hold one out ({counts}); "
+                            "add images, or set val_fraction: 0 / trainer.limit_val_batches: 0")
+        empty = "train" if len(tr) == 0 else "valid"
+        warnings.warn(
+            f"CelebA under '{full.base}': the official {empty} split holds no image matching require={self.require} "
+            f"({counts}); using a seeded split (val_fraction={self.val_fraction if need_val else 0}, seed={self.seed}) "
+            f"of the {len(pool)} matching train+valid images instead: {len(t_idx)} train, {len(v_idx)} valid",
+            DataWarning, stacklevel=3)
+        self.train_set = full.subset(pool[t_idx])
+        self._val_factory = (lambda: full.subset(pool[v_idx])) if v_idx else None
+
+    def _official_valid(self, full, va) -> Dataset:
+        if len(va) == 0:
+            raise DataError(f"no CelebA image matches require={self.require} in split 'valid' of '{full.base}' "
+                            f"({int((full.partitions == 0).sum())} matching images in train); the module was set up "
+                            "without validation, so the train split is already in use; set val_fraction: 0 or "
+                            "trainer.limit_val_batches: 0, or use a copy whose valid split holds matching images")
+        return full.subset(va)
 
     # -- loaders --------------------------------------------------------------------------------
+    def _cached(self, ds: Dataset, split: str) -> tuple[Dataset, bool]:
+        """``ds`` decoded into a :class:`MemoryCache` when it is a real source that fits ``cache_mb``."""
+        if self.source == "synthetic" or self.cache_mb == 0 or len(ds) == 0:
+            return ds, False
+        need = cache_bytes(len(ds), self.image_size)
+        if need > self.cache_mb * (1 << 20):
+            self.cache_info[split] = {"cached": False, "images": len(ds), "mib": need / (1 << 20)}
+            rank_zero_info(f"{self.source} {split} split: not caching {len(ds)} decoded images ({fmt_mib(need)} > "
+                           f"cache_mb={self.cache_mb}); they are decoded every epoch with num_workers={self.num_workers}")
+            return ds, False
+        cache = MemoryCache(ds, num_workers=self.num_workers)
+        self.cache_info[split] = {"cached": True, "images": len(cache), "mib": cache.nbytes / (1 << 20),
+                                  "seconds": cache.seconds}
+        rank_zero_info(f"{self.source} {split} split: cached {len(cache)} images decoded once as uint8 "
+                       f"{self.image_size}x{self.image_size} ({fmt_mib(cache.nbytes)} of cache_mb={self.cache_mb}, "
+                       f"{cache.seconds:.1f} s); batches come from memory in the main process"
+                       + (f" (num_workers={self.num_workers} only decoded them)" if self.num_workers else ""))
+        return cache, True
+
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
         drop_last = bool(train and self.drop_last and len(ds) >= self.batch_size)
         if train and self.drop_last and len(ds) < self.batch_size:
             warnings.warn(f"the training set has {len(ds)} images, fewer than batch_size={self.batch_size}; "
-                          "keeping the incomplete batch", DataWarning, stacklevel=2)
+                          "keeping the incomplete batch", DataWarning, stacklevel=3)
+        ds, cached = self._cached(ds, "train" if train else "val")
+        workers = 0 if cached else self.num_workers
         return DataLoader(
             ds,
             batch_size=self.batch_size,
             shuffle=train,
             drop_last=drop_last,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(self.seed) if train else None,
         )
 
     def train_dataloader(self) -> DataLoader:
+        """The training loader; built once and returned again on later calls (a Trainer that reloads
+        loaders every epoch keeps its workers, cache and shuffling stream)."""
         self.setup("fit")
-        return self._loader(self.train_set, train=True)
+        ds, loader = self._loaders.get("train", (None, None))
+        if ds is not self.train_set:
+            loader = self._loader(self.train_set, train=True)
+            self._loaders["train"] = (self.train_set, loader)
+        return loader
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup("validate")
-        return self._loader(self.val_set, train=False) if self.val_set is not None else []
+        self._validating = self.val_fraction > 0
+        val = self.val_set
+        if val is None:
+            return []
+        ds, loader = self._loaders.get("val", (None, None))
+        if ds is not val:
+            loader = self._loader(val, train=False)
+            self._loaders["val"] = (val, loader)
+        return loader
 
     def num_batches_per_epoch(self) -> int:
         self.setup("fit")

@@ -149,8 +149,18 @@ class ImageFolderDataset(Dataset):
     def _load(self, i: int) -> torch.Tensor:
         return crop_resize(open_rgb(self.files[i]), self.image_size, self.crop)
 
+    #: a :class:`~multifeat.data.cache.MemoryCache` of this dataset's items (see ``attach_cache``), or None
+    memory = None
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        if self.memory is not None:
+            return self.memory.__getitems__(indices)
+        return [self[i] for i in indices]
+
     def __getitem__(self, index: int) -> dict:
         i = int(index)
+        if self.memory is not None:
+            return self.memory[i]
         n = len(self.files)
         for k in range(n):
             j = (i + k) % n

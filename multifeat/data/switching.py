@@ -102,6 +102,8 @@ class SwitchingDataModule(LightningDataModule):
         return "after" if epoch >= s else "before"
 
     def setup(self, stage: str | None = None) -> None:
+        # the stages see the Trainer too, so they know whether it validates (and skip the valid split if not)
+        self.before.trainer = self.after.trainer = getattr(self, "trainer", None)
         self.before.setup(stage)
         self.after.setup(stage)
 

@@ -209,14 +209,16 @@ class SyntheticFaces(Dataset):
             if self._cache is None:
                 s = self.image_size
                 self._cache = torch.zeros((self.num_samples, 3, s, s), dtype=torch.uint8)
+                self._cache_attrs = np.zeros((self.num_samples, len(ATTRIBUTES)), dtype=np.float32)
                 self._cached = np.zeros(self.num_samples, dtype=bool)
             missing = sorted({i for i in idx if not self._cached[i]})
             if missing:
-                imgs, _ = self._render_uint8(missing)
+                imgs, new_attrs = self._render_uint8(missing)
                 self._cache[missing] = torch.from_numpy(imgs)
+                self._cache_attrs[missing] = new_attrs
                 self._cached[missing] = True
             images = self._cache[idx].numpy()
-            attrs = np.stack([self.attributes(i) for i in idx])
+            attrs = self._cache_attrs[idx]
         img_t = torch.from_numpy(np.ascontiguousarray(images)).float().div_(127.5).sub_(1.0)
         attr_t = torch.from_numpy(attrs)
         return [{"image": img_t[k], "attrs": attr_t[k], "index": i} for k, i in enumerate(idx)]
