@@ -2,7 +2,7 @@
 
 Usage::
 
-    multifeat bench                                   # the default protocol (experiments/bench_synth.yaml)
+    multifeat bench                                   # the default protocol (multifeat/bench/protocols/synth.yaml)
     multifeat bench --quick                           # fewer steps, smaller samples, 2 seeds (<= 5 min on 2 cores)
     multifeat bench --methods a,c,d --seeds 0,1,2 --out runs/bench
     multifeat bench --config experiments/celeba/bench.yaml --set data.root=/data
@@ -20,7 +20,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from multifeat.eval.bench_methods import METHODS
+    from multifeat.bench.methods import METHODS
 
     methods = "; ".join(f"{m.key} = {m.name}" for m in METHODS)
     p = argparse.ArgumentParser(
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(bald AND beard), for several seeds, and measure how often each one generates both features at once.",
         epilog=f"methods: {methods}",
     )
-    p.add_argument("--config", metavar="YAML", help="protocol file (default: the built-in protocol = experiments/bench_synth.yaml)")
+    p.add_argument("--config", metavar="YAML", help="protocol file merged on the default, or a packaged protocol's name (default: multifeat/bench/protocols/synth.yaml)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller, faster protocol: fewer steps and samples, 2 seeds")
     size.add_argument("--smoke", action="store_true", help="toy size (16 px, a few steps): checks that everything runs")
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from multifeat.eval.bench import load_config, run_benchmark
+    from multifeat.bench.protocol import config_sources, load_config, protocol_hash
+    from multifeat.bench.runner import run_benchmark
 
     preset = "quick" if args.quick else "smoke" if args.smoke else None
     overrides = list(args.overrides)
@@ -61,14 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         import yaml
 
+        print(f"# resolved from: {' + '.join(config_sources(args.config, preset))}"
+              + (f" + --set {' '.join(overrides)}" if overrides else ""))
+        print(f"# protocol hash: {protocol_hash(cfg)}")
         print(yaml.safe_dump(cfg, sort_keys=False), end="")
         return 0
     out = args.out or {"quick": "runs/bench_quick", "smoke": "runs/bench_smoke"}.get(preset or "", "runs/bench")
     command = "multifeat bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     results = run_benchmark(cfg, out, methods=args.methods, seeds=args.seeds, overwrite=args.overwrite, command=command.strip())
 
-    from multifeat.eval.bench_methods import resolve_methods
-    from multifeat.eval.bench_report import main_table
+    from multifeat.bench.methods import resolve_methods
+    from multifeat.bench.report import main_table
 
     specs = resolve_methods(results["config"]["methods"])
     rows = [(s.name, s.key, results["methods"][s.id]["summary"]) for s in specs]

@@ -365,7 +365,7 @@ def check_joint_free(cfg: dict[str, Any], phase: str, data: Any) -> dict[str, An
     feats = joint_free_features(cfg)
     if not feats:
         return None
-    from multifeat.eval.bench_data import JointImageError, count_joint
+    from multifeat.data.guard import JointImageError, count_joint
 
     counts = count_joint(data, feats)
     if counts["joint"]:

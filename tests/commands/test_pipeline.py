@@ -163,7 +163,7 @@ def _joint_in_batches(data, features=("bald", "beard")) -> tuple[int, int]:
 
 
 def test_joint_free_config_refuses_a_training_set_with_joint_images(tmp_path):
-    from multifeat.eval.bench_data import JointImageError
+    from multifeat.data.guard import JointImageError
 
     layout = P.RunLayout(tmp_path / "run")
     cfg = P.load_config(_write(tmp_path, {**TINY, "joint_free": ["bald", "beard"]}),

@@ -1,8 +1,8 @@
-"""Training data of the MultiFeat-Synth benchmark: the no-joint-images guard and joint-free data.
+"""The no-joint-images guard and joint-free data (used by the benchmark and the pipeline).
 
 The benchmark's premise is that no training image carries both requested features. Every training
-set the benchmark builds goes through :func:`assert_no_joint` before a network sees it: the guard
-walks the data module down to the labelled images (SyntheticFaces items, CelebA files), counts the
+set the benchmark builds (and every set the pipeline checks) goes through :func:`assert_no_joint`
+before a network sees it: the guard walks the data module down to the labelled images (SyntheticFaces items, CelebA files), counts the
 images in which *all* requested features are present, and raises :class:`JointImageError` (naming
 the training set, the count and the first offending items) when there is one.
 
@@ -30,7 +30,17 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from multifeat.data import ATTRIBUTES, AttributeDataModule
+from multifeat.data.celeba import CelebADataset
+from multifeat.data.classifier_data import (
+    BankDataset,
+    DegradedDataset,
+    FeatureClassifierDataModule,
+    LabelledSources,
+)
+from multifeat.data.common import ATTRIBUTES
+from multifeat.data.datamodule import AttributeDataModule, _SelectAttrs
+from multifeat.data.switching import SwitchingDataModule
+from multifeat.data.synthetic import SyntheticFaces
 from multifeat.errors import ConfigError, DataError
 
 #: Label values of :func:`joint_flags`: the item has all features / not all / no real label.
@@ -47,7 +57,6 @@ _CELEBA_CACHE: dict[tuple[str, tuple[str, ...], str], dict[str, bool]] = {}
 
 def _celeba_lookup(ds: Any, features: tuple[str, ...], derived: dict[str, list[str]] | None) -> dict[str, bool]:
     """file name -> all ``features`` present, for every labelled image under ``ds.base`` (cached)."""
-    from multifeat.data.celeba import CelebADataset
 
     key = (str(ds.base), features, repr(sorted((derived or {}).items())))
     if key not in _CELEBA_CACHE:
@@ -64,10 +73,6 @@ def joint_flags(dataset: Dataset, features: Sequence[str], derived: dict[str, li
     or derived groups such as ``bald``/``beard``). ``derived``: CelebA's extra groups, as given to the
     data. Raises :class:`ConfigError` for a dataset type the guard does not know.
     """
-    from multifeat.data.celeba import CelebADataset
-    from multifeat.data.classifier_data import BankDataset, DegradedDataset, LabelledSources
-    from multifeat.data.datamodule import _SelectAttrs
-    from multifeat.data.synthetic import SyntheticFaces
 
     features = tuple(str(f) for f in features)
     if isinstance(dataset, Subset):
@@ -102,8 +107,6 @@ def joint_flags(dataset: Dataset, features: Sequence[str], derived: dict[str, li
 
 def _splits(datamodule: Any) -> list[tuple[str, Dataset]]:
     """(name, dataset) of every split of a data module the benchmark trains with (after setup)."""
-    from multifeat.data.classifier_data import FeatureClassifierDataModule
-    from multifeat.data.switching import SwitchingDataModule
 
     if isinstance(datamodule, Dataset):
         return [("dataset", datamodule)]
@@ -120,7 +123,6 @@ def _splits(datamodule: Any) -> list[tuple[str, Dataset]]:
 
 
 def _derived_of(datamodule: Any) -> dict[str, list[str]] | None:
-    from multifeat.data.switching import SwitchingDataModule
 
     if isinstance(datamodule, SwitchingDataModule):
         return _derived_of(datamodule.before)

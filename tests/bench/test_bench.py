@@ -22,10 +22,11 @@ import yaml
 from PIL import Image
 
 from multifeat.errors import ConfigError
-from multifeat.eval import bench as B
-from multifeat.eval.bench_data import JointFreeDataModule, JointImageError, assert_no_joint, count_joint
-from multifeat.eval.bench_methods import METHODS, Context, resolve_methods, train_cgan
-from multifeat.eval.bench_report import bar_chart, load_row, mean_std, save_row
+from multifeat.bench import protocol as B
+from multifeat.bench.methods import METHODS, resolve_methods, train_cgan
+from multifeat.bench.report import bar_chart, load_row, mean_std, save_row
+from multifeat.bench.training import Context
+from multifeat.data import JointFreeDataModule, JointImageError, assert_no_joint, count_joint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from celeba_fixtures import CELEBA_COLUMNS, make_celeba  # noqa: E402
@@ -47,10 +48,42 @@ def _plain_joint_count(dm) -> int:
 
 
 # ------------------------------------------------------------------------------------ config
-def test_default_config_equals_experiment_file(repo_root):
-    loaded = yaml.safe_load((repo_root / "experiments" / "bench_synth.yaml").read_text())
-    assert loaded == B.DEFAULT_CONFIG
+#: protocol hash of the default protocol, as recorded by earlier runs (results.json "config_hash");
+#: it must not change when only the code around the protocol changes
+DEFAULT_PROTOCOL_HASH = "064a203449fd7854"
+SMOKE_PROTOCOL_HASH = "89b9d4848131009c"
+QUICK_PROTOCOL_HASH = "ec0f52a6c4b0346e"
+
+
+def test_default_protocol_hash_is_stable(repo_root):
+    assert B.protocol_hash(B.load_config(None)) == DEFAULT_PROTOCOL_HASH
+    assert B.protocol_hash(B.load_config(None, preset="smoke")) == SMOKE_PROTOCOL_HASH
+    assert B.protocol_hash(B.load_config(None, preset="quick")) == QUICK_PROTOCOL_HASH
+    # the experiment file and the packaged name resolve to the same protocol
     assert B.load_config(repo_root / "experiments" / "bench_synth.yaml") == B.load_config(None)
+    assert B.load_config("synth") == B.load_config(None)
+
+
+def test_packaged_protocol_is_the_only_default(repo_root):
+    """Every key of the default lives in the packaged YAML; the experiment file only selects it."""
+    packaged = yaml.safe_load((B.PROTOCOLS_DIR / "synth.yaml").read_text())
+    assert B.default_config() == packaged
+    small = yaml.safe_load((repo_root / "experiments" / "bench_synth.yaml").read_text())
+    assert set(small) <= {"protocol"} and len(small) <= 1
+    # presets only name keys of the default protocol (deep_merge is strict)
+    for name in B.PRESETS:
+        assert B.deep_merge(packaged, B.preset_config(name), name)["protocol"] == "MultiFeat-Synth"
+
+
+def test_config_path_resolution_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"'no-such-protocol' is neither a file nor a packaged protocol.*synth"):
+        B.load_config("no-such-protocol")
+    with pytest.raises(ConfigError, match="unknown preset 'fast'"):
+        B.load_config(None, preset="fast")
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match=r"list.yaml' must be a mapping"):
+        B.load_config(listed)
 
 
 def test_config_errors_name_the_key(repo_root, tmp_path):
@@ -67,7 +100,7 @@ def test_config_errors_name_the_key(repo_root, tmp_path):
     with pytest.raises(ConfigError, match=rf"{re.escape(str(bad))}.gan: unknown key 'width'"):
         B.load_config(bad)
     cfg = B.load_config(None, preset="quick", overrides=["gan.steps=7", "eval.n=10"])
-    assert cfg["gan"]["steps"] == 7 and cfg["eval"]["n"] == 10 and cfg["seeds"] == B.QUICK["seeds"]
+    assert cfg["gan"]["steps"] == 7 and cfg["eval"]["n"] == 10 and cfg["seeds"] == [0, 1]
 
 
 def test_resolve_methods_by_key_and_id():

@@ -1,5 +1,5 @@
-"""Reporting for the MultiFeat-Synth benchmark: summary statistics, the markdown table, the bar chart
-and the sample grids (drawn with Pillow; no plotting library needed).
+"""Reporting for the MultiFeat-Synth benchmark: summary statistics, the markdown table, the bar chart,
+the sample grids (drawn with Pillow; no plotting library needed), ``results.json`` and ``results.md``.
 
 Statistics across seeds are the mean and the *sample* standard deviation (``ddof = 1``; ``None``
 with a single seed). A value that could not be computed for a seed (``None``, e.g. FID without real
@@ -9,6 +9,7 @@ images) is left out of that metric's mean; the number of seeds used is kept besi
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from multifeat.utils.files import atomic_write_bytes
+from multifeat.bench.methods import MethodSpec
+from multifeat.utils.files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from multifeat.utils.images import from_uint8, make_grid, to_uint8
 
 #: metric name -> how to read it from a per-seed record
@@ -244,5 +246,154 @@ def montage(panels: Sequence[tuple[str, Image.Image]], path: str | os.PathLike, 
     return atomic_write_bytes(path, _png_bytes(img))
 
 
-__all__ = ["METRICS", "bar_chart", "format_row", "grid_image", "load_row", "main_table", "mean_std", "metric_value",
-           "montage", "per_seed_table", "save_grid_image", "save_row", "summarise"]
+# ------------------------------------------------------------------------------------ result files
+def run_paths(out: Path, spec: MethodSpec, seed: int) -> tuple[Path, Path]:
+    """(record json, grid-row png) of one (method, seed)."""
+    base = out / "runs" / spec.id
+    return base / f"seed{seed}.json", base / f"seed{seed}.png"
+
+
+def build_results(cfg: dict[str, Any], specs: Sequence[MethodSpec], records: dict[str, list[dict[str, Any]]], phash: str,
+                  eval_info: dict[str, Any], real_desc: str | None) -> dict[str, Any]:
+    """``results.json``'s content (without the run/hardware sections)."""
+    features = cfg["features"]
+    methods = {}
+    guard_sets, guard_joint = 0, 0
+    for spec in specs:
+        recs = records[spec.id]
+        summary = summarise(recs, features)
+        methods[spec.id] = {
+            "key": spec.key, "name": spec.name, "description": spec.description, "sees_joint_images": spec.sees_joint,
+            "summary": summary, "runs": {str(r["seed"]): r for r in recs},
+        }
+        if not spec.sees_joint:
+            for r in recs:
+                for counts in r["training_sets"].values():
+                    guard_sets += 1
+                    guard_joint += int(counts["joint"])
+    first = next(iter(records.values()))[0]
+    return {
+        "protocol": cfg["protocol"], "config_hash": phash, "config": cfg, "features": features,
+        "seeds": cfg["seeds"], "methods": methods,
+        "std": "sample standard deviation over seeds (ddof = 1)",
+        "evaluator": {**eval_info, "val_accuracy": eval_info.get("val_accuracy") or first["evaluator"].get("val_accuracy")},
+        "extractor": first["extractor"],
+        "real": {"description": real_desc, **(first.get("real") or {})},
+        "guard": {"training_sets_checked": guard_sets, "joint_images_found": guard_joint},
+    }
+
+
+def write_report(results: dict[str, Any], records: dict[str, list[dict[str, Any]]], specs: Sequence[MethodSpec],
+                 out: Path) -> dict[str, str]:
+    """Write results.json, results.md, joint_rate.png, grids/<method>.png and grids/montage.png."""
+    features = results["features"]
+    f1, f2 = features
+    cfg = results["config"]
+    size = int(cfg["image_size"])
+    files = {"results_json": str(out / "results.json"), "results_md": str(out / "results.md"),
+             "chart": str(out / "joint_rate.png"), "grids": {}}
+    # grids
+    ensure_writable_dir(out / "grids")
+    panels = []
+    upscale = max(1, 64 // size)
+    for spec in specs:
+        rows = [load_row(run_paths(out, spec, s)[1], size) for s in results["seeds"]]
+        img = grid_image(rows, upscale=upscale)
+        p = out / "grids" / f"{spec.id}.png"
+        save_grid_image(img, p)
+        files["grids"][spec.id] = str(p)
+        panels.append((f"({spec.key}) {spec.name}", img))
+    montage(panels, out / "grids" / "montage.png")
+    files["montage"] = str(out / "grids" / "montage.png")
+    # chart
+    entries = [{"label": f"({s.key}) {s.name}", "highlight": s.sees_joint,
+                **{k: results["methods"][s.id]["summary"]["joint_rate"][k] for k in ("mean", "std", "values")}} for s in specs]
+    bar_chart(entries, out / "joint_rate.png",
+              f"{results['protocol']}: {f1} AND {f2} rate (mean ± std over {len(results['seeds'])} seeds)",
+              ylabel="joint rate")
+    results["files"] = files
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "results.md", render_markdown(results, specs))
+    return files
+
+
+def render_markdown(results: dict[str, Any], specs: Sequence[MethodSpec]) -> str:
+    """``results.md``: protocol, the main table, per-seed numbers, the evaluator and the setup."""
+    cfg = results["config"]
+    f1, f2 = results["features"]
+    seeds = results["seeds"]
+    rows = [(s.name, s.key, results["methods"][s.id]["summary"]) for s in specs]
+    seed_rows = [(s.name, s.key, results["methods"][s.id]["runs"][str(seed)]) for s in specs for seed in seeds]
+    run, hw, ev = results.get("run", {}), results.get("hardware", {}), results["evaluator"]
+    g = results["guard"]
+    src = "SyntheticFaces" if cfg["data"]["source"] == "synthetic" else f"CelebA ({cfg['data']['root']})"
+    out = [
+        f"# {results['protocol']} benchmark",
+        "",
+        f"{src} at {cfg['image_size']} px. Feature 1 = **{f1}**, feature 2 = **{f2}**. No training image carries both "
+        f"(checked image by image: {g['training_sets_checked']} training sets, {g['joint_images_found']} joint images), "
+        f"except for method (g), the only one trained on joint images (a reference for quality). "
+        f"Seeds: {', '.join(map(str, seeds))}; {cfg['eval']['n']} samples per run, the same noise seeds for every method.",
+        "",
+        f"## Results (mean ± std over {len(seeds)} seeds)",
+        "",
+        main_table(rows, results["features"]),
+        "",
+        f"Joint rate = fraction of samples in which the evaluator finds {f1} AND {f2} (probability >= 0.5 each). "
+        f"FID and KID against {results['real'].get('description') or 'real joint images'}; "
+        f"feature extractor: **{results['extractor']}**. Diversity = mean pairwise distance of the samples in the "
+        "evaluator's feature space divided by that of the real joint images. Train time = seconds of training per seed "
+        "(for b-d including the shared phases 1 and 2). std = sample standard deviation over seeds.",
+        "",
+        "![joint rate per method](joint_rate.png)",
+        "",
+        "## Per seed (joint rate with its Wilson 95 % interval)",
+        "",
+        per_seed_table(seed_rows, results["features"]),
+        "",
+        "## Methods",
+        "",
+    ]
+    for s in specs:
+        out.append(f"- **({s.key}) {s.name}** (`{s.id}`): {s.description}. Grid: `grids/{s.id}.png`")
+    real = results.get("real") or {}
+    out += [
+        "",
+        "## Evaluator",
+        "",
+        f"Attribute classifier at {ev.get('image_size')} px, trained on all attribute combinations with seed {ev.get('seed')} "
+        f"(never a method's D2): `{ev.get('path')}`. On the real joint images it finds {f1} AND {f2} in "
+        f"{_pct_or_na(real.get('joint_rate'))} of them.",
+        "",
+        "| attribute | validation accuracy |",
+        "|---|---:|",
+    ]
+    out += [f"| {a} | {100 * v:.1f} % |" for a, v in (ev.get("val_accuracy") or {}).items()]
+    out += [
+        "",
+        "## Setup",
+        "",
+        f"- Hardware: {hw.get('cpu_model')}, {hw.get('cpu_cores')} cores ({hw.get('cpu_cores_usable')} usable), "
+        f"torch {hw.get('torch')} ({hw.get('torch_threads')} threads), lightning {hw.get('lightning')}"
+        + (f", GPU {hw['gpu']}" if hw.get("gpu") else ""),
+        f"- This invocation: {run.get('wall_seconds')} s wall, {run.get('cpu_seconds')} s CPU; {run.get('runs_done_now')} runs "
+        f"trained, {run.get('runs_skipped')} taken from earlier; load average {run.get('load_average_start')} at the start, "
+        f"{run.get('load_average_end')} at the end",
+        f"- All invocations into this folder ({len(results.get('history') or [])}): "
+        f"{round(sum(h.get('wall_seconds') or 0 for h in results.get('history') or []), 1)} s wall, "
+        f"{round(sum(h.get('cpu_seconds') or 0 for h in results.get('history') or []), 1)} s CPU; the runs' own CPU time "
+        f"(training, sampling, evaluation) adds up to {run.get('cpu_seconds_all_runs')} s",
+        f"- Command: `{run.get('command') or 'multifeat bench'}`",
+        f"- Protocol hash: `{results['config_hash']}`; the full configuration is in `results.json`",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _pct_or_na(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+__all__ = ["METRICS", "bar_chart", "build_results", "format_row", "grid_image", "load_row", "main_table", "mean_std",
+           "metric_value", "montage", "per_seed_table", "render_markdown", "run_paths", "save_grid_image", "save_row",
+           "summarise", "write_report"]
