@@ -97,3 +97,25 @@ def test_gpu_check_on_cpu(capsys):
     assert {r[1] for r in rows} >= {"fp32", "bf16", "fp16", "32-true", "bf16-mixed"}
     positive([r[4] for r in rows])
     assert "DDP: skipped" in out
+
+
+def test_speed_data_prints_a_rate_row_per_size(capsys):
+    import speed_data
+
+    rc = speed_data.main(["--sizes", "16", "--n", "32"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "CPU: " in out and "torch " in out
+    row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["16"])
+    # size, then "wall | cpu" for ds[i], DataLoader and cached
+    rates = [row[i] for i in (1, 3, 4, 6, 7, 9)]
+    positive(rates)
+
+
+def test_run_all_names_existing_scripts():
+    import run_all
+
+    for name, (module, _) in run_all.SCRIPTS.items():
+        assert (BENCH / f"{module}.py").is_file(), (name, module)
+    # the speed scripts are not named like the benchmark package's modules
+    assert not (BENCH / "bench_data.py").exists()

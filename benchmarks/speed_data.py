@@ -1,7 +1,7 @@
 """Speed of SyntheticFaces rendering on one CPU core (not a test).
 
-    python benchmarks/bench_data.py                   # sizes 32 64 128, 2048 images each
-    python benchmarks/bench_data.py --sizes 64 --n 4096
+    python benchmarks/speed_data.py                   # sizes 32 64 128, 2048 images each
+    python benchmarks/speed_data.py --sizes 64 --n 4096
 
 Paths measured per size: ``ds[i]`` one at a time; ``DataLoader`` batches of 64 (vectorised
 ``__getitems__``, num_workers=0); a second epoch over a ``cache=True`` dataset. Each is reported
@@ -17,7 +17,7 @@ import os
 import platform
 import time
 
-try:  # the shared hardware helpers, whether run as a script or imported as benchmarks.bench_data
+try:  # the shared hardware helpers, whether run as a script or imported as benchmarks.speed_data
     from benchmarks._common import cpu_model
 except ImportError:
     from _common import cpu_model
