@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from multifeat.data.common import ATTRIBUTES, DataWarning, parse_flag
+from multifeat.data.common import ATTRIBUTES, DataWarning, parse_flag, split_indices
 from multifeat.data.loading import crop_resize, open_rgb, uint8_to_float
 from multifeat.errors import ConfigError, DataError
 
@@ -280,8 +280,6 @@ class CelebADataset(Dataset):
                 if split == "test":
                     raise DataError(f"split='test' needs '{base / 'list_eval_partition.txt'}' (or .csv); "
                                     "without it only train/valid (a seeded split) exist")
-                from multifeat.data.datamodule import split_indices
-
                 idx = np.flatnonzero(keep)
                 tr, va = split_indices(len(idx), val_fraction, seed)
                 keep = np.zeros_like(keep)

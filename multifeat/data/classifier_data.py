@@ -40,11 +40,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
 from multifeat.data.cache import attach_cache, cache_bytes, check_cache_mb, fmt_mib
-from multifeat.data.common import ATTRIBUTES, SOURCE_NAMES, check_power_of_two
-from multifeat.data.datamodule import _SYNTHETIC_KEYS, check_loader_args, check_positive_int, split_indices
+from multifeat.data.common import ATTRIBUTES, SOURCE_NAMES, check_power_of_two, split_indices
+from multifeat.data.datamodule import _SYNTHETIC_KEYS, check_loader_args, check_positive_int
 from multifeat.data.degrade import DEGRADE_KINDS, check_kinds, degrade
 from multifeat.data.loading import crop_resize, open_rgb, uint8_to_float
 from multifeat.errors import ConfigError, DataError
+from multifeat.io.bank import read_bank
 
 POSITIVE, REAL_NEGATIVE, BANK, DEGRADED = range(4)
 
@@ -53,10 +54,6 @@ class BankDataset(Dataset):
     """The negative bank's images, resized to ``image_size``. Raises DataError when the bank is missing or empty."""
 
     def __init__(self, bank_dir: str, image_size: int) -> None:
-        try:
-            from multifeat.io.bank import read_bank
-        except ImportError:  # pragma: no cover - the bank module ships with the package
-            read_bank = _read_bank_index
         self.entries = read_bank(bank_dir)
         self.bank_dir = bank_dir
         self.image_size = image_size
@@ -71,20 +68,6 @@ class BankDataset(Dataset):
         except (OSError, SyntaxError, ValueError) as e:
             raise DataError(f"negative bank image '{path}' cannot be read: {e}") from e
         return {"image": uint8_to_float(crop_resize(img, self.image_size))}
-
-
-def _read_bank_index(bank_dir: str) -> list[dict]:
-    """Fallback reader of ``<bank>/index.json`` (same contract as ``multifeat.io.bank.read_bank``)."""
-    import json
-    from pathlib import Path
-
-    p = Path(bank_dir)
-    if not p.is_dir() or not (p / "index.json").is_file():
-        raise DataError(f"negative bank folder '{p}' does not exist or has no index.json; run phase 1 first")
-    entries = json.loads((p / "index.json").read_text()).get("entries", [])
-    if not entries:
-        raise DataError(f"negative bank folder '{p}' is empty; run phase 1 first")
-    return [{**e, "path": str(p / e["file"])} for e in entries]
 
 
 class DegradedDataset(Dataset):

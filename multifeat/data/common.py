@@ -1,8 +1,11 @@
-"""Names shared by every data source, the data warning class, and parsing of filters and sizes."""
+"""Names shared by every data source, the data warning class, parsing of filters and sizes, and the
+train/validation split every data set uses."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+import torch
 
 from multifeat.errors import ConfigError
 
@@ -53,3 +56,13 @@ def check_power_of_two(size: object, what: str = "image_size", lo: int = 16, hi:
     if size < lo or size > hi or size & (size - 1):
         raise ConfigError(f"{what} must be a power of two in [{lo}, {hi}], got {size}")
     return size
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic random split of ``range(n)`` into (train, val); val gets round(n * val_fraction)
+    items, at least one when ``val_fraction > 0`` and ``n >= 2``."""
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(perm[n_val:]), sorted(perm[:n_val])

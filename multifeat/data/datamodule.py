@@ -29,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from multifeat.data.cache import MemoryCache, cache_bytes, check_cache_mb, fmt_mib
-from multifeat.data.common import ATTRIBUTES, DataWarning, check_power_of_two
+from multifeat.data.common import ATTRIBUTES, DataWarning, check_power_of_two, split_indices
 from multifeat.errors import ConfigError, DataError
 
 _SYNTHETIC_KEYS = ("attribute_probs", "joint_fraction", "cache")
@@ -50,16 +50,6 @@ def check_loader_args(batch_size: object, num_workers: object, val_fraction: obj
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-
-
-def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Deterministic random split of ``range(n)`` into (train, val); val gets round(n * val_fraction)
-    items, at least one when ``val_fraction > 0`` and ``n >= 2``."""
-    n_val = int(round(n * val_fraction))
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return sorted(perm[n_val:]), sorted(perm[:n_val])
 
 
 class AttributeDataModule(LightningDataModule):

@@ -21,12 +21,12 @@ import torch
 import yaml
 from PIL import Image
 
-from multifeat.errors import ConfigError
 from multifeat.bench import protocol as B
 from multifeat.bench.methods import METHODS, resolve_methods, train_cgan
 from multifeat.bench.report import bar_chart, load_row, mean_std, save_row
 from multifeat.bench.training import Context
 from multifeat.data import JointFreeDataModule, JointImageError, assert_no_joint, count_joint
+from multifeat.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from celeba_fixtures import CELEBA_COLUMNS, make_celeba  # noqa: E402
