@@ -5,9 +5,12 @@ Layout (see README for the full tour):
 - ``multifeat.data``      attribute datasets (SyntheticFaces, CelebA, image folders) and DataModules
 - ``multifeat.nets``      plain ``nn.Module`` networks (DCGAN, AdaIN, StyleGAN2, GPEN, classifiers)
 - ``multifeat.losses``    pure loss functions with the paper's names and default weights
-- ``multifeat.phases``    one LightningModule per phase (Phase1GAN, FeatureClassifier, Phase3GAN, ...)
-- ``multifeat.callbacks`` negative bank, sample grids, ...
-- ``multifeat.eval``      attribute rates, FID/KID, diversity, the benchmark
+- ``multifeat.phases``    one LightningModule per phase on the shared GANModule (Phase1GAN, FeatureClassifier,
+                          Phase3GAN, ConditionalGAN, StyleGAN2ADA, AttributeEvaluator)
+- ``multifeat.callbacks`` negative bank, sample grids, progress, interrupt checkpoints, ...
+- ``multifeat.mixing``    Method B's StyleMixer: projection, mixing, guided layer search
+- ``multifeat.eval``      measuring only: attribute rates, FID/KID, diversity, ``evaluate``
+- ``multifeat.bench``     training and comparing methods (the MultiFeat-Synth benchmark)
 - ``multifeat.io``        checkpoints and the safe loader for official StyleGAN2-ADA pickles
 - ``multifeat.cli``       the ``multifeat`` / ``lightning`` command line
 """

@@ -359,8 +359,8 @@ def joint_free_features(cfg: dict[str, Any]) -> list[str]:
 
 def check_joint_free(cfg: dict[str, Any], phase: str, data: Any) -> dict[str, Any] | None:
     """With ``joint_free: [f1, f2, ...]`` in the config: count the training images of ``data`` that carry
-    all those features (the benchmark's guard, :func:`multifeat.eval.bench_data.count_joint`) and raise
-    :class:`~multifeat.eval.bench_data.JointImageError` naming the phase, the set and the count when
+    all those features (the benchmark's guard, :func:`multifeat.data.guard.count_joint`) and raise
+    :class:`~multifeat.data.guard.JointImageError` naming the phase, the set and the count when
     there is one. Returns the counts (None without ``joint_free``)."""
     feats = joint_free_features(cfg)
     if not feats:
