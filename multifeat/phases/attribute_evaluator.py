@@ -10,9 +10,21 @@ with seed :data:`DEFAULT_EVALUATOR_SEED` = 10 000, away from the small seeds the
 never the feature classifier D2 that a Phase-3 generator was trained against. A generator that fools
 its own D2 is therefore not automatically scored as having the feature.
 
-The validation accuracy of each attribute (``val_accuracy``, ``{name: accuracy}``) is kept on the
-module and in the checkpoint (``checkpoint["multifeat"]["val_accuracy"]``) so every evaluation report
-can say how far the judge itself can be trusted.
+Robustness: generated images are often smeared, noisy, checkered or off-colour, and an evaluator
+trained on clean faces alone reports features in them (even in pure noise). So by default
+(``robust=True``) every training batch is a :func:`robust_batch`: about half of the faces are
+replaced by a :func:`degraded_view` (blur, noise, down/up-sampling, JPEG, checkerboard overlay,
+colour shift) **keeping their labels**, and non-face images (:func:`nonface_images`: noise,
+checkerboards, colour blobs, faces smeared to a few pixels) are appended as **negatives of every
+attribute**. There is deliberately no separate "face" output: one output per attribute keeps every
+report and threshold unchanged, and the attribute outputs themselves learn that an image that is not
+a face carries no feature. :func:`nonface_rates` and :func:`degradation_accuracy` measure both
+properties (``benchmarks/judge_robustness.py`` prints them as a table).
+
+The validation accuracy of each attribute (``val_accuracy``, ``{name: accuracy}``) and the feature
+rates on fixed non-face images (``nonface_rates``, ``{kind: {name: rate}}``) are kept on the module
+and in the checkpoint (``checkpoint["multifeat"]``) so every evaluation report can say how far the
+judge itself can be trusted.
 
 Train one from the command line with ``multifeat fit --config experiments/evaluator.yaml`` or in code
 with :func:`train_evaluator`; load one with :func:`load_evaluator`.
@@ -57,6 +69,10 @@ class AttributeEvaluator(PhaseModule):
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         threshold: probability at which an attribute counts as present (for the accuracy).
+        robust: train on :func:`robust_batch` es (degraded views keeping their labels, non-face
+            negatives) instead of the clean batches. Default True.
+        degrade_prob: probability that a face of a batch is replaced by a degraded view. Default 0.5.
+        nonface_fraction: non-face images appended per batch, as a fraction of its size. Default 0.25.
 
     Shapes: ``forward(x [N,3,S,S]) -> logits [N, A]``; ``features(x) -> [N, feature_dim]``.
     Batches are dicts ``{"image": [B,3,S,S], "attrs": [B, A_data]}``; when the data module exposes
@@ -311,7 +327,6 @@ def cached_evaluator(
         train_evaluator(image_size=image_size, attributes=attributes, max_steps=max_steps, seed=seed, out_path=path,
                         num_samples=num_samples, width=width, max_width=max_width)
     return load_evaluator(path), path
-
 
 
 # ---------------------------------------------------------------------- robustness: degraded views, non-faces
