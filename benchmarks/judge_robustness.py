@@ -19,7 +19,7 @@ Rows (one table, all sizes):
   ``--n`` images that are not faces (:func:`~multifeat.phases.attribute_evaluator.nonface_images`, seed 123;
   smears made from the held-out faces). A trustworthy judge keeps these at or below 5 %;
 * ``G1 samples`` (with ``--g1-steps N``): the rate of each feature on ``--n`` samples of a Phase-1 G1
-  trained for N steps on bald faces **without beards** (``experiments/phase1.yaml`` widths, batch 32,
+  trained for N steps on bald faces **without beards** (``experiments/phase1.yaml`` settings, batch 32,
   seed 0): immature, smeared faces. Any beard reported there is the judge's mistake.
 """
 
@@ -72,7 +72,7 @@ def immature_g1_samples(size: int, steps: int, n: int):
     from multifeat.phases.phase1 import Phase1GAN
 
     L.seed_everything(0, verbose=False)
-    g1 = Phase1GAN(image_size=size, z_dim=64, g_width=16, d_width=16, max_width=128)
+    g1 = Phase1GAN(image_size=size, z_dim=64, g_width=16, d_width=16, max_width=128, norm_d="none")
     dm = AttributeDataModule(image_size=size, require={"bald": True, "beard": False}, num_samples=2048, batch_size=32,
                              val_fraction=0.0, synthetic={"cache": True}, seed=0)
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
