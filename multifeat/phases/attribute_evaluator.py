@@ -442,7 +442,9 @@ def nonface_images(
     - ``checkerboard``: two random colours in squares of 1 px to S/4 px, random phase;
     - ``blobs``: a random background with 1-6 soft elliptic blobs of random colours, sizes and places;
     - ``smear``: ``faces`` (or colour blobs when none are given) shrunk to 2 .. max(2, S/10) px and
-      enlarged back bilinearly, plus faint noise: a face-coloured smudge with no readable detail.
+      enlarged back bilinearly, plus faint noise and, half of the time, a strong checkerboard of 1-2 px
+      squares (amplitude 0.1-0.6, random colour): a face-coloured smudge with no readable detail, as
+      an early generator draws it.
     """
     if kind not in NONFACE_KINDS:
         raise ConfigError(f"unknown non-face kind {kind!r}; valid: {', '.join(NONFACE_KINDS)}")
@@ -458,8 +460,14 @@ def nonface_images(
             img = src[_randint(generator, 0, src.shape[0] - 1)][None]
             k = _randint(generator, 2, max(2, size // 10))
             small = F.interpolate(img, size=(k, k), mode="area")
-            big = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
-            out.append((big[0] + float(_uniform(generator, 1, high=0.08)) * torch.randn(3, size, size, generator=generator)).clamp(-1, 1))
+            big = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)[0]
+            big = big + float(_uniform(generator, 1, high=0.08)) * torch.randn(3, size, size, generator=generator)
+            if float(_uniform(generator, 1)) < 0.5:  # the strong checkerboard of an early transposed-conv generator
+                cell = _randint(generator, 1, 2)
+                colour = _uniform(generator, 3, low=-1.0, high=1.0)
+                big = big + float(_uniform(generator, 1, low=0.1, high=0.6)) * colour[:, None, None] * _checker(
+                    size, cell, _randint(generator, 0, 1), _randint(generator, 0, 1))
+            out.append(big.clamp(-1, 1))
         return torch.stack(out)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     for _ in range(n):
@@ -504,7 +512,8 @@ def robust_batch(
     Each image is, with probability ``degrade_prob``, replaced by a :func:`degraded_view` (a random
     kind of :data:`VIEW_DEGRADATIONS`, strength uniform in [0, 1]) **with its targets kept**; then
     ``round(nonface_fraction * N)`` non-face images (:func:`nonface_images`, kinds in turn, the smears
-    made from this batch's faces) are appended **with all targets 0**. Returns ``(images, targets)``
+    made from this batch's faces, each degraded likewise with probability ``degrade_prob``) are
+    appended **with all targets 0**. Returns ``(images, targets)``
     on the devices and dtypes of the inputs; the batch grows by the non-face images.
     """
     n = images.shape[0]
@@ -520,6 +529,10 @@ def robust_batch(
         size = x.shape[-1]
         neg = torch.cat([nonface_images(kinds.count(k), size, k, generator, faces=images.detach().float().cpu())
                          for k in NONFACE_KINDS if k in kinds])
+        for j in range(m):  # a degraded non-face is still no face
+            if float(_uniform(generator, 1)) < degrade_prob:
+                kind = VIEW_DEGRADATIONS[_randint(generator, 0, len(VIEW_DEGRADATIONS) - 1)]
+                neg[j] = degraded_view(neg[j], kind, float(_uniform(generator, 1)), generator)
         x = torch.cat([x, neg])
         targets = torch.cat([targets, targets.new_zeros(m, targets.shape[1])])
     return x.to(device=images.device, dtype=images.dtype), targets
