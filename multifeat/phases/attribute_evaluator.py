@@ -336,7 +336,7 @@ def cached_evaluator(
 VIEW_DEGRADATIONS: tuple[str, ...] = ("blur", "noise", "downsample", "jpeg", "checkerboard", "colour")
 
 #: Images that are not faces; the evaluator is trained with them as negatives of every attribute.
-NONFACE_KINDS: tuple[str, ...] = ("noise", "checkerboard", "blobs", "smear")
+NONFACE_KINDS: tuple[str, ...] = ("noise", "checkerboard", "blobs", "smear", "generator")
 
 
 def _check_strength(strength: float) -> float:
@@ -444,7 +444,11 @@ def nonface_images(
     - ``smear``: ``faces`` (or colour blobs when none are given) shrunk to 2 .. max(2, S/10) px and
       enlarged back bilinearly, plus faint noise and, half of the time, a strong checkerboard of 1-2 px
       squares (amplitude 0.1-0.6, random colour): a face-coloured smudge with no readable detail, as
-      an early generator draws it.
+      an early generator draws it;
+    - ``generator``: samples of freshly initialised DCGAN generators (random widths, weights
+      N(0, sigma) with sigma in [0.02, 0.3], normalisation scales 1 + N(0, sigma), batch-norm in
+      training mode, four images per generator):
+      the textures, colour casts and transposed-convolution checkerboards of an untrained generator.
     """
     if kind not in NONFACE_KINDS:
         raise ConfigError(f"unknown non-face kind {kind!r}; valid: {', '.join(NONFACE_KINDS)}")
@@ -452,6 +456,19 @@ def nonface_images(
     if n <= 0:
         return torch.zeros(0, 3, size, size)
     out = []
+    if kind == "generator":
+        from multifeat.nets.dcgan import DCGANGenerator
+
+        for start in range(0, n, 4):
+            k = min(4, n - start)
+            g = DCGANGenerator(z_dim=32, image_size=size, width=4 * 2 ** _randint(generator, 0, 2), max_width=64)
+            sigma = float(_uniform(generator, 1, low=0.02, high=0.3))
+            with torch.no_grad():
+                for name, prm in g.named_parameters():
+                    scale_param = prm.ndim == 1 and name.endswith("weight")  # a normalisation's scale: around 1
+                    prm.copy_(torch.randn(prm.shape, generator=generator) * sigma + (1.0 if scale_param else 0.0))
+                out.append(g.train()(torch.randn(max(k, 2), 32, generator=generator))[:k].float())
+        return torch.cat(out).clamp(-1, 1)
     if kind == "smear":
         src = faces.float().cpu() if faces is not None and faces.shape[0] > 0 else nonface_images(n, size, "blobs", generator)
         if src.shape[-1] != size:
