@@ -18,8 +18,13 @@ def test_forward_shapes_and_probabilities():
     x = torch.rand(5, 3, 16, 16) * 2 - 1
     assert m(x).shape == (5, 2)
     assert m.features(x).shape == (5, m.feature_dim)
-    p = m.predict_proba(torch.rand(3, 3, 32, 32) * 2 - 1)  # other sizes are resized
-    assert p.shape == (3, 2) and bool(((p > 0) & (p < 1)).all())
+    big = torch.rand(3, 3, 32, 32) * 2 - 1
+    p = m.predict_proba(big)  # other sizes are resized (bilinear, antialiased), in eval mode
+    assert p.shape == (3, 2) and m.training
+    with torch.no_grad():
+        small = torch.nn.functional.interpolate(big, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+        expected = torch.sigmoid(m.eval()(small))
+    torch.testing.assert_close(p, expected)
 
 
 def test_checkpoint_metadata_and_loading(quick_evaluator_ckpt):

@@ -80,3 +80,29 @@ def test_shape_mismatch_is_an_error():
         adain(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, 4))
     mean, std = channel_stats(torch.zeros(1, 1, 2, 2))
     assert mean.shape == (1, 1, 1, 1) and float(std) == pytest.approx(1e-5**0.5)
+
+
+def _normalised(x):
+    return (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), unbiased=False, keepdim=True)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3])  # 1e-3: the feature-map spread of a barely trained generator
+def test_keeps_the_layout_of_the_content_not_the_style(scale):
+    """Every output channel is the content channel up to a positive scale and a shift: the same
+    normalised map, and none of the style's. The content has a different layout in every channel
+    (ramps, a disc, stripes) and the style another one, so a swap of the roles would be seen."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 12), torch.linspace(-1, 1, 12), indexing="ij")
+    layouts = torch.stack([xx, yy, ((xx**2 + yy**2) < 0.4).float(), torch.sin(6 * xx)])  # [4, 12, 12]
+    g = torch.Generator().manual_seed(6)
+    c = (layouts[None] * scale * (torch.rand(2, 4, 1, 1, generator=g) + 0.5) + torch.randn(2, 4, 1, 1, generator=g))
+    s = torch.randn(2, 4, 12, 12, generator=g) * 3 + 1
+    out = adain(c, s)
+    n_c, n_out, n_s = _normalised(c), _normalised(out), _normalised(s)
+    assert n_c.shape == (2, 4, 12, 12) and float(n_c.abs().amax(dim=(2, 3)).min()) > 0.5  # 8 real layouts compared
+    torch.testing.assert_close(n_out, n_c, rtol=0, atol=2e-3 if scale < 1 else 1e-4)
+    per_channel_gap = (n_out - n_s).abs().mean(dim=(2, 3))
+    assert float(per_channel_gap.min()) > 0.3  # no channel took the style's layout
+    # and the statistics are the style's (up to eps, which matters when the content barely varies)
+    vc, vs = c.var(dim=(2, 3), unbiased=False), s.var(dim=(2, 3), unbiased=False)
+    torch.testing.assert_close(out.mean(dim=(2, 3)), s.mean(dim=(2, 3)), rtol=0, atol=1e-4)
+    torch.testing.assert_close(out.var(dim=(2, 3), unbiased=False), (vs + 1e-5) * vc / (vc + 1e-5), rtol=1e-3, atol=1e-6)
