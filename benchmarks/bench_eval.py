@@ -12,7 +12,7 @@ Rows:
   images in [-1, 1], batch 128, eval mode — the attribute rates of ``multifeat evaluate``;
 * ``FID features (evaluator)``: ``EvaluatorFeatures`` through ``extract_features`` (batch 64);
 * ``FID features (InceptionV3)``: only when torch-fidelity and its weight file are on disk (skipped
-  with a note otherwise: the package never downloads weights);
+  with a note otherwise: the package downloads weights only when asked (`--download-inception`));
 * ``FID from features``: ``fid_from_features`` of two feature sets of that many images (img/s =
   images of both sets / time);
 * ``projection``: ``multifeat.mixing.projection.project`` of 8 targets with the pixel-gradient

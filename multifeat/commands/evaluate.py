@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-seed", type=int, default=None, help="seed of the synthetic real images (default 20000)")
     p.add_argument("--extractor", default="auto", choices=("auto", "inception", "evaluator"),
                    help="FID/KID features: InceptionV3 when its weights are local (auto), or the evaluator's embedding")
-    p.add_argument("--inception-weights", metavar="PATH", help="torch-fidelity InceptionV3 weight file (never downloaded)")
+    p.add_argument("--inception-weights", metavar="PATH", help="torch-fidelity InceptionV3 weight file (default: the torch hub cache)")
+    p.add_argument("--download-inception", action="store_true",
+                   help="let torch-fidelity download the InceptionV3 weights into the torch hub cache when missing (needs internet)")
     p.add_argument("--restore", default="none", help="face restorer applied to the samples (gpen|none); both sets are evaluated")
     p.add_argument("--restore-weights", metavar="PATH", help="weights of the restorer")
     p.add_argument("--out", default="runs/eval", metavar="DIR", help="output folder")
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # cheap checks first, so a bad path fails before any sampling or training
     ensure_writable_dir(args.out)
-    if args.inception_weights is not None or args.extractor == "inception":
+    if args.inception_weights is not None or (args.extractor == "inception" and not args.download_inception):
         find_inception_weights(args.inception_weights)
         if args.extractor == "inception":
             select_extractor("inception", inception_weights=args.inception_weights)
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         real_source = f"folder {args.real}"
 
     common = dict(features=features, evaluator=evaluator, real_images=real, extractor=args.extractor,
-                  inception_weights=args.inception_weights, threshold=args.threshold, batch_size=args.batch_size,
+                  inception_weights=args.inception_weights, allow_download=args.download_inception, threshold=args.threshold, batch_size=args.batch_size,
                   kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, seed=args.seed)
     extra = {"source": source, "real_source": real_source, "data_source": data_src}
     out = Path(args.out)

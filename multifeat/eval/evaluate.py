@@ -223,6 +223,7 @@ def evaluate_images(
     *,
     extractor: str = "auto",
     inception_weights: str | os.PathLike | None = None,
+    allow_download: bool = False,
     threshold: float = 0.5,
     batch_size: int = 64,
     kid_subsets: int = 100,
@@ -242,6 +243,8 @@ def evaluate_images(
         real_images: real images of the target combination ``[M, 3, S', S']`` (FID/KID and the
             diversity reference need them; without them those entries are ``None``).
         extractor: ``auto`` | ``inception`` | ``evaluator`` (see :func:`select_extractor`).
+        allow_download: let torch-fidelity download the InceptionV3 weights into the torch hub cache
+            when no local file exists (off by default; needs internet).
         threshold: probability at which a feature counts as present (0.5).
         kid_subsets, kid_subset_size: KID's subsets (size capped at min(N, M)); ``seed`` fixes them.
         label: name of this image set in the report and the W&B table (e.g. ``raw``, ``restored``).
@@ -271,7 +274,8 @@ def evaluate_images(
         **_class_summary(probs, attributes, features, threshold),
     }
 
-    ext, ext_name = select_extractor(extractor, evaluator=evaluator, inception_weights=inception_weights)
+    ext, ext_name = select_extractor(extractor, evaluator=evaluator, inception_weights=inception_weights,
+                                     allow_download=allow_download)
     div_ext = ext if isinstance(ext, EvaluatorFeatures) else EvaluatorFeatures(evaluator)
     fake_div = extract_features(div_ext, images, batch_size)
     fake_feats = fake_div if ext is div_ext else extract_features(ext, images, batch_size)

@@ -57,5 +57,5 @@ def quick_evaluator_ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_evaluator_ckpt(tmp_path_factory):
-    """A 32 px evaluator trained long enough to be accurate (~15-25 s on a CPU core)."""
+    """A 32 px evaluator trained long enough to be accurate (about a minute of one CPU core with the robust recipe)."""
     return _train(tmp_path_factory.mktemp("evt") / "trained.ckpt", steps=300)
