@@ -93,3 +93,21 @@ def test_auto_extractor_falls_back_without_inception(colour_evaluator, monkeypat
     assert name.startswith("evaluator")
     with pytest.raises(ConfigError, match="InceptionV3 features are unavailable"):
         select_extractor("inception", evaluator=colour_evaluator)
+
+
+def test_download_permission_reaches_the_extractor_choice(colour_evaluator, monkeypatch):
+    """``allow_download`` is passed to ``select_extractor`` as given (off unless asked)."""
+    import multifeat.eval.evaluate as E
+
+    seen = []
+
+    def spy(kind, evaluator=None, inception_weights=None, allow_download=False):
+        seen.append(allow_download)
+        return select_extractor("evaluator", evaluator=evaluator)
+
+    monkeypatch.setattr(E, "select_extractor", spy)
+    fake = _images([[0.6, 0.6, -1.0], [0.0, 0.0, 0.4]])
+    real = _images([[0.8, 0.8, -0.8], [0.4, 0.6, -0.9]])
+    evaluate_images(fake, ("bald", "beard"), colour_evaluator, real, kid_subsets=2)
+    evaluate_images(fake, ("bald", "beard"), colour_evaluator, real, kid_subsets=2, allow_download=True)
+    assert seen == [False, True]
