@@ -67,6 +67,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from multifeat.errors import ConfigError
+from multifeat.nets.ema import ema_rampup_decay
 from multifeat.nets.stylegan2.augment import AdaptiveP, augment_pipe_from_preset
 from multifeat.phases.base import PhaseModule, should_log_step
 from multifeat.utils.lightning_private import count_optimizer_step
@@ -146,22 +147,6 @@ def check_ema_rampup(ema_rampup: float | None, ema_decay: float | None) -> float
     if ema_decay is None:
         raise ConfigError(f"ema_rampup={ema_rampup} needs an EMA: set ema_decay (e.g. 0.999) too")
     return float(ema_rampup)
-
-
-def ema_rampup_decay(decay: float, rampup: float | None, cur_nimg: float, batch: int) -> float:
-    """The EMA decay of one update with StyleGAN2-ADA's ramp-up.
-
-    ``decay`` is the full decay per update of ``batch`` images, i.e. a half-life of
-    ``ema_nimg = batch * ln(0.5) / ln(decay)`` images. With ``rampup`` the half-life is capped at
-    ``cur_nimg * rampup`` (``cur_nimg``: images trained on before this update), as the official
-    loop does, and the decay is ``0.5 ** (batch / max(ema_nimg, 1e-8))``: 0 at the first update
-    (the average copies G), then growing until it reaches ``decay``. Without ``rampup``: ``decay``.
-    """
-    if rampup is None or decay <= 0.0:
-        return float(decay)
-    ema_nimg = batch * math.log(0.5) / math.log(decay)
-    ema_nimg = min(ema_nimg, float(cur_nimg) * float(rampup))
-    return 0.5 ** (batch / max(ema_nimg, 1e-8))
 
 
 # ---------------------------------------------------------------------------------------------- base
