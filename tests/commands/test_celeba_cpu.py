@@ -89,7 +89,7 @@ TINY_SETS = [
 
 @pytest.mark.slow
 def test_profile_pipeline_runs_at_tiny_size(tmp_path):
-    make_celeba(tmp_path / "faces", n=160, size=(16, 20))
+    make_celeba(tmp_path / "faces", n=240, partition=False, seed=1, size=(16, 20))
     run = tmp_path / "run"
     cfg = P.load_config(PROFILE / "method_a.yaml", [f"data_root={tmp_path / 'faces'}", *TINY_SETS])
     assert P.main(["--config", _write(tmp_path, cfg, "tiny.yaml"), "--run-dir", str(run)]) == 0
@@ -98,9 +98,9 @@ def test_profile_pipeline_runs_at_tiny_size(tmp_path):
         assert done["joint_free"]["joint"] == 0 and done["joint_free"]["images"] > 0, phase
     import torch
 
-    state = torch.load(run / "phase1" / "final.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(P.RunLayout(run).final("phase1"), map_location="cpu", weights_only=True)["state_dict"]
     assert "augment_pipe.p" in state and "ada.stats" in state
-    state3 = torch.load(run / "phase3" / "final.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    state3 = torch.load(P.RunLayout(run).final("phase3"), map_location="cpu", weights_only=True)["state_dict"]
     assert "augment_pipe.p" in state3
 
 
