@@ -57,7 +57,6 @@ Losses and regularisers are pure functions in :mod:`multifeat.losses`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
