@@ -84,6 +84,11 @@ class ConditionalGAN(GANModule):
         lr_g, lr_d: Adam learning rates (2e-4, 2e-4).
         betas_g, betas_d: Adam betas ((0.5, 0.999), DCGAN's).
         finite_check_every_n_steps: run the non-finite guard on every n-th step; 0 disables (1).
+        augment, augment_p, ada_target, ada_interval, ada_kimg: ADA for the projection discriminator: the
+            :class:`~multifeat.nets.stylegan2.augment.AugmentPipe` preset (e.g. ``"bgc"``; None, the
+            default, builds nothing), the initial p (0), the target of ``E[sign(D(real) - 0.5)]``
+            (0.6; None keeps p fixed), batches between p updates (4), kimg for p to move by 1 (100).
+            See :mod:`multifeat.phases.gan`.
         num_fixed, fixed_seed: the fixed noise of :meth:`sample_fixed` (sample grids, at ``sample_labels``):
             ``sample_fixed()`` equals ``sample(num_fixed, seed=fixed_seed)``. Default 64, 0.
 

@@ -150,6 +150,11 @@ class Phase3GAN(GANModule):
         adain_eps: AdaIN's epsilon. Default 1e-5.
         num_fixed, fixed_seed: the fixed noise of :meth:`sample_fixed` (sample grids). Default 64, 0.
         finite_check_every_n_steps: run the non-finite guard on every n-th step; 0 disables it. Default 1.
+        augment, augment_p, ada_target, ada_interval, ada_kimg: ADA for D3 (never the frozen D2): the
+            :class:`~multifeat.nets.stylegan2.augment.AugmentPipe` preset (e.g. ``"bgc"``; None, the
+            default, builds nothing), the initial p (0), the target of ``E[sign(D(real) - 0.5)]``
+            (0.6; None keeps p fixed), batches between p updates (4), kimg for p to move by 1 (100).
+            See :mod:`multifeat.phases.gan`.
         image_size: expected image side; None: G1's. A mismatch with G1 is an error. Recorded in the
             hyper-parameters once the networks are built (G1's side).
         arch: architectures recorded from the checkpoints at the first build; leave None.
