@@ -69,7 +69,7 @@ from multifeat.errors import ConfigError, MultifeatError
 from multifeat.utils.config import set_dotted
 
 PHASES = ("phase1", "phase2", "phase3")
-TOP_KEYS = ("name", "seed", "logger", "wandb", "joint_free", "trainer", *PHASES, "eval")
+TOP_KEYS = ("name", "seed", "logger", "wandb", "joint_free", "data_root", "trainer", *PHASES, "eval")
 PHASE_KEYS = ("model", "data", "trainer", "callbacks")
 DEFAULT_CLASSES = {
     "phase1": ("multifeat.phases.phase1.Phase1GAN", "multifeat.data.datamodule.AttributeDataModule"),
@@ -99,7 +99,27 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     for item in overrides or []:
         apply_override(cfg, item)
     validate_config(cfg, str(p))
+    apply_data_root(cfg)
     return cfg
+
+
+def apply_data_root(cfg: dict[str, Any]) -> None:
+    """The top-level ``data_root`` fills ``<phase>.data.root`` of every phase that does not set its own
+    (in ``init_args`` when the data section names a ``class_path``); in place."""
+    root = cfg.get("data_root")
+    if root is None:
+        return
+    for phase in PHASES:
+        sec = cfg.get(phase)
+        if sec is None:
+            sec = cfg[phase] = {}
+        data = sec.get("data")
+        if data is None:
+            data = sec["data"] = {}
+        target = data.setdefault("init_args", {}) if "class_path" in data else data
+        if target is None:
+            target = data["init_args"] = {}
+        target.setdefault("root", str(root))
 
 
 def apply_override(cfg: dict[str, Any], item: str) -> None:
@@ -133,6 +153,9 @@ def validate_config(cfg: dict[str, Any], where: str = "config") -> None:
     name = cfg.get("name", "method_a")
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         raise ConfigError(f"{where}: name must be a plain folder name, got {name!r}")
+    root = cfg.get("data_root")
+    if root is not None and (not isinstance(root, str) or not root.strip()):
+        raise ConfigError(f"{where}: data_root must be a folder path (it fills every phase's data.root), got {root!r}")
     jf = cfg.get("joint_free")
     if jf is not None and (not isinstance(jf, list) or len(jf) < 2 or not all(isinstance(f, str) and f for f in jf)
                            or len(set(jf)) != len(jf)):

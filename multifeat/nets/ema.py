@@ -13,12 +13,14 @@ LightningModule puts the averaged weights into the checkpoint (keys ``<attr>.mod
 them with ``.to(device)``.
 
 StyleGAN2 computes its decay from the batch size (``0.5 ** (batch / (ema_kimg * 1000))``) and ramps
-it up; pass such a per-update value as ``update(model, decay=...)``.
+it up; pass such a per-update value as ``update(model, decay=...)``. :func:`ema_rampup_decay` gives
+that ramp for a fixed per-update decay (the DCGAN phases' ``ema_decay`` + ``ema_rampup``).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -32,6 +34,22 @@ def check_decay(decay: float, name: str = "ema_decay") -> float:
     if not 0.0 <= decay < 1.0:
         raise ConfigError(f"{name} must be in [0, 1) (e.g. 0.999), got {decay}")
     return decay
+
+
+def ema_rampup_decay(decay: float, rampup: float | None, cur_nimg: float, batch: int) -> float:
+    """The EMA decay of one update with StyleGAN2-ADA's ramp-up.
+
+    ``decay`` is the full decay per update of ``batch`` images, i.e. a half-life of
+    ``ema_nimg = batch * ln(0.5) / ln(decay)`` images. With ``rampup`` the half-life is capped at
+    ``cur_nimg * rampup`` (``cur_nimg``: images trained on before this update), as the official
+    loop does, and the decay is ``0.5 ** (batch / max(ema_nimg, 1e-8))``: 0 at the first update
+    (the average copies G), then growing until it reaches ``decay``. Without ``rampup``: ``decay``.
+    """
+    if rampup is None or decay <= 0.0:
+        return float(decay)
+    ema_nimg = batch * math.log(0.5) / math.log(decay)
+    ema_nimg = min(ema_nimg, float(cur_nimg) * float(rampup))
+    return 0.5 ** (batch / max(ema_nimg, 1e-8))
 
 
 class EMA(nn.Module):

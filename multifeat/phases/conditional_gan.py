@@ -84,6 +84,11 @@ class ConditionalGAN(GANModule):
         lr_g, lr_d: Adam learning rates (2e-4, 2e-4).
         betas_g, betas_d: Adam betas ((0.5, 0.999), DCGAN's).
         finite_check_every_n_steps: run the non-finite guard on every n-th step; 0 disables (1).
+        augment, augment_p, ada_target, ada_interval, ada_kimg: ADA for the projection discriminator: the
+            :class:`~multifeat.nets.stylegan2.augment.AugmentPipe` preset (e.g. ``"bgc"``; None, the
+            default, builds nothing), the initial p (0), the target of ``E[sign(D(real) - 0.5)]``
+            (0.6; None keeps p fixed), batches between p updates (4), kimg for p to move by 1 (100).
+            See :mod:`multifeat.phases.gan`.
         num_fixed, fixed_seed: the fixed noise of :meth:`sample_fixed` (sample grids, at ``sample_labels``):
             ``sample_fixed()`` equals ``sample(num_fixed, seed=fixed_seed)``. Default 64, 0.
 
@@ -120,6 +125,11 @@ class ConditionalGAN(GANModule):
         finite_check_every_n_steps: int = 1,
         num_fixed: int = 64,
         fixed_seed: int = 0,
+        augment: str | None = None,
+        augment_p: float = 0.0,
+        ada_target: float | None = 0.6,
+        ada_interval: int = 4,
+        ada_kimg: float = 100,
     ) -> None:
         super().__init__()
         check_image_size(image_size)
@@ -164,6 +174,7 @@ class ConditionalGAN(GANModule):
             num_labels=a, image_size=image_size, width=d_width, max_width=max_width, norm=norm_d
         )
         self.register_fixed_noise(num_fixed, z_dim, fixed_seed)
+        self.setup_augment(augment, augment_p, ada_target, ada_interval, ada_kimg)
         self._columns: list[int] | None = None
         self._num_columns: int | None = None
 
@@ -258,18 +269,20 @@ class ConditionalGAN(GANModule):
 
         # --- D: (x, y) -> 1, (G(z, y'), y') -> 0
         with self.toggled(opt_d):
-            d_real = self.discriminator(real, y_real)
-            d_fake = self.discriminator(fake.detach(), y_fake)
+            d_real = self.discriminator(self.d_input(real), y_real)
+            d_fake = self.discriminator(self.d_input(fake.detach()), y_fake)
             loss_d = lsgan_d_loss(d_real, d_fake)
             self.optimizer_update(opt_d, loss_d, "loss_d")
+        self.observe_real(d_real)
 
         # --- G: D(G(z, y'), y') -> 1, on the same fakes through the updated D (frozen here)
         with self.toggled(opt_g):
-            loss_g = lsgan_g_loss(self.discriminator(fake, y_fake))
+            loss_g = lsgan_g_loss(self.discriminator(self.d_input(fake), y_fake))
             self.optimizer_update(opt_g, loss_g, "loss_g")
 
         return {"loss/d": loss_d.detach(), "loss/g": loss_g.detach(),
-                "d/real_mean": d_real.detach().float().mean(), "d/fake_mean": d_fake.detach().float().mean()}
+                "d/real_mean": d_real.detach().float().mean(), "d/fake_mean": d_fake.detach().float().mean(),
+                **self.ada_step(n)}
 
     # ------------------------------------------------------------------------------------- sampling
     def generate(self, z: torch.Tensor, labels: Mapping[str, Any] | torch.Tensor | None = None,

@@ -33,6 +33,21 @@
   and the discriminator with the settings of :meth:`adam_settings` (by default ``lr_g``/``betas_g``
   and ``lr_d``/``betas_d`` from the hyper-parameters, checked by :func:`check_lr` /
   :func:`check_betas`).
+- **Augmentation (ADA).** A subclass that calls :meth:`setup_augment` with a preset (e.g. ``"bgc"``)
+  shows its discriminator every image, real or fake, in the D and in the G update, through the
+  differentiable :class:`~multifeat.nets.stylegan2.augment.AugmentPipe` (:meth:`d_input`; gradients
+  reach G through it). Its probability ``p`` is steered by the shared ADA controller
+  :class:`~multifeat.nets.stylegan2.augment.AdaptiveP`: every ``ada_interval`` batches
+  ``r_t = E[sign(D(real) - ada_logit_offset)]`` over the interval's real outputs, and ``p`` moves by
+  ``sign(r_t - ada_target) * global_batch * ada_interval / (ada_kimg * 1000)`` (clamped at 0).
+  The DCGAN phases are LSGANs whose D aims at 1 on reals and 0 on fakes, so their offset is 0.5:
+  ``r_t`` is the fraction of reals D puts on the real side of its decision threshold minus the
+  fraction it puts on the fake side (1 for a D that has memorised its reals). ``p`` and the
+  statistics are buffers (saved and resumed with the checkpoint). Logged: ``ada/p``, ``ada/rt``.
+  Without a preset nothing is built: the module, its state dict and its random draws are those of
+  a module without augmentation.
+- **EMA ramp-up.** :meth:`ema_decay_at` gives the decay of the EMA update after a batch: the
+  fixed ``ema_decay``, or with ``ema_rampup`` the official StyleGAN2-ADA ramp (see there).
 - **Sampling.** :meth:`noise`, :meth:`generate`, :meth:`sample` and :meth:`sample_fixed` with the
   fixed noise buffer ``fixed_z``; :attr:`generator_for_sampling` is the EMA copy when the module
   keeps one (:attr:`ema`), else the live generator.
@@ -51,6 +66,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from multifeat.errors import ConfigError
+from multifeat.nets.ema import ema_rampup_decay
+from multifeat.nets.stylegan2.augment import AdaptiveP, augment_pipe_from_preset
 from multifeat.phases.base import PhaseModule, should_log_step
 from multifeat.utils.lightning_private import count_optimizer_step
 
@@ -58,6 +75,7 @@ __all__ = [
     "GANModule",
     "batch_images",
     "check_betas",
+    "check_augment",
     "check_finite_every",
     "check_lr",
     "freeze",
@@ -100,6 +118,36 @@ def check_finite_every(value: int) -> int:
     return value
 
 
+def check_augment(augment: str | None, augment_p: float, ada_target: float | None, ada_interval: int,
+                  ada_kimg: float) -> str | None:
+    """The augmentation arguments of a GAN phase; returns the preset (None: no augmentation)."""
+    if augment in (None, "", "none"):
+        augment = None
+    elif not isinstance(augment, str):
+        raise ConfigError(f"augment must be an augmentation preset name such as 'bgc' or null, got {augment!r}")
+    if isinstance(augment_p, bool) or not isinstance(augment_p, (int, float)) or not 0.0 <= augment_p <= 1.0:
+        raise ConfigError(f"augment_p must be a number in [0, 1] (the initial augmentation probability), got {augment_p!r}")
+    if ada_target is not None and (isinstance(ada_target, bool) or not isinstance(ada_target, (int, float))
+                                   or not -1.0 <= ada_target <= 1.0):
+        raise ConfigError(f"ada_target must be a number in [-1, 1] (e.g. 0.6) or null (p stays fixed), got {ada_target!r}")
+    if isinstance(ada_interval, bool) or not isinstance(ada_interval, int) or ada_interval < 1:
+        raise ConfigError(f"ada_interval must be an integer >= 1 (batches between p updates, e.g. 4), got {ada_interval!r}")
+    if isinstance(ada_kimg, bool) or not isinstance(ada_kimg, (int, float)) or not ada_kimg > 0:
+        raise ConfigError(f"ada_kimg must be > 0 (thousands of images for p to move by 1, e.g. 100), got {ada_kimg!r}")
+    return augment
+
+
+def check_ema_rampup(ema_rampup: float | None, ema_decay: float | None) -> float | None:
+    """``ema_rampup``: None or a number > 0, and only together with an ``ema_decay``."""
+    if ema_rampup is None:
+        return None
+    if isinstance(ema_rampup, bool) or not isinstance(ema_rampup, (int, float)) or not ema_rampup > 0:
+        raise ConfigError(f"ema_rampup must be a number > 0 (e.g. 0.05) or null, got {ema_rampup!r}")
+    if ema_decay is None:
+        raise ConfigError(f"ema_rampup={ema_rampup} needs an EMA: set ema_decay (e.g. 0.999) too")
+    return float(ema_rampup)
+
+
 # ---------------------------------------------------------------------------------------------- base
 class GANModule(PhaseModule):
     """A generator/discriminator pair trained with manual optimisation under the rules of this module.
@@ -113,6 +161,8 @@ class GANModule(PhaseModule):
     discriminator_attr: ClassVar[str] = "discriminator"
     #: logged names also shown in the progress bar
     progress_bar_keys: ClassVar[tuple[str, ...]] = ()
+    #: D's decision threshold for the ADA statistic ``sign(D(real) - offset)`` (LSGAN targets 0/1)
+    ada_logit_offset: ClassVar[float] = 0.5
 
     def __init__(self) -> None:
         super().__init__()
@@ -120,6 +170,8 @@ class GANModule(PhaseModule):
         self.ema = None
         self._finite_check_due = True
         self._epoch_logs: dict[str, Any] = {}
+        self.augment_pipe = None
+        self.ada = None
 
     # ------------------------------------------------------------------------------------- networks
     @property
@@ -227,11 +279,71 @@ class GANModule(PhaseModule):
         if rest:
             self.log_dict(rest, batch_size=batch_size)
 
+    # ------------------------------------------------------------------------------------- augmentation
+    def setup_augment(self, augment: str | None, augment_p: float = 0.0, ada_target: float | None = 0.6,
+                      ada_interval: int = 4, ada_kimg: float = 100) -> None:
+        """Build the augmentation pipe and its ADA controller (see the module docstring); ``augment``
+        None builds nothing."""
+        augment = check_augment(augment, augment_p, ada_target, ada_interval, ada_kimg)
+        if augment is None:
+            self.augment_pipe = None
+            self.ada = None
+            return
+        self.augment_pipe = augment_pipe_from_preset(augment, p=float(augment_p))
+        self.ada = AdaptiveP(self.augment_pipe, target=ada_target, interval=ada_interval, ada_kimg=ada_kimg)
+
+    def d_input(self, images: torch.Tensor) -> torch.Tensor:
+        """What the discriminator sees: ``images`` through the augmentation pipe when there is one and
+        its ``p`` is > 0 (differentiable: gradients reach the images), else ``images`` unchanged."""
+        if self.augment_pipe is not None and float(self.augment_pipe.p) > 0:
+            return self.augment_pipe(images)
+        return images
+
+    def observe_real(self, d_real: torch.Tensor) -> None:
+        """Add D's outputs on (augmented) reals to the ADA statistics (with a pipe; else nothing)."""
+        if self.ada is not None:
+            self.ada.accumulate(d_real.detach().float() - self.ada_logit_offset)
+
+    def ada_step(self, batch_size: int) -> dict[str, float]:
+        """End of a batch: every ``ada_interval``-th batch (by global step) adjust ``p``; returns the
+        scalars to log (``ada/p``; ``ada/rt`` when it was adjusted), empty without a pipe."""
+        if self.ada is None:
+            return {}
+        logs: dict[str, float] = {}
+        if (int(self.global_step) + 1) % self.ada.interval == 0:
+            world = int(getattr(self._trainer, "world_size", 1) or 1) if self._trainer is not None else 1
+            rt = self.ada.adjust(int(batch_size) * world)
+            if rt is not None:
+                logs["ada/rt"] = rt
+        logs["ada/p"] = float(self.augment_pipe.p)
+        return logs
+
     # ------------------------------------------------------------------------------------- EMA
-    def update_ema(self) -> None:
-        """Move the EMA generator (when the module keeps one) towards the live one."""
-        if self.ema is not None:
-            self.ema.update(self.g_net)
+    def ema_decay_at(self, batch_size: int) -> float:
+        """The decay of the EMA update after the current batch: ``ema_decay``, ramped up with
+        ``ema_rampup`` (hyper-parameter; see :func:`ema_rampup_decay`) over the images trained on
+        before it (``global_step * batch_size * world size``)."""
+        decay = float(self.ema.decay)
+        rampup = self.hparams.get("ema_rampup")
+        if rampup is None:
+            return decay
+        world = int(getattr(self._trainer, "world_size", 1) or 1) if self._trainer is not None else 1
+        batch = int(batch_size) * world
+        return ema_rampup_decay(decay, rampup, int(self.global_step) * batch, batch)
+
+    def update_ema(self, batch_size: int | None = None) -> float | None:
+        """Move the EMA generator (when the module keeps one) towards the live one; returns the decay
+        used (None without an EMA). ``batch_size`` (this process's) is needed with ``ema_rampup``."""
+        if self.ema is None:
+            return None
+        if self.hparams.get("ema_rampup") is not None:
+            if batch_size is None:
+                raise ConfigError("update_ema: ema_rampup needs the batch size")
+            decay = self.ema_decay_at(batch_size)
+        else:
+            decay = float(self.ema.decay)
+        self.ema.update(self.g_net, decay=decay)
+        return decay
 
     @property
     def generator_for_sampling(self) -> nn.Module:

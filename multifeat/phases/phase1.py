@@ -11,7 +11,13 @@ batches (not optimizer calls), so ``max_steps``, checkpoint and callback interva
 
 Logged on the steps the logger writes (every ``trainer.log_every_n_steps`` batches; skipping the
 others keeps the step cost near a plain PyTorch loop): ``loss/d``, ``loss/g`` (also in the progress
-bar), ``d/real_mean`` (mean D1(x)), ``d/fake_mean`` (mean D1(G1(z)) before the D update).
+bar), ``d/real_mean`` (mean D1(x)), ``d/fake_mean`` (mean D1(G1(z)) before the D update), and with
+augmentation ``ada/p`` and ``ada/rt``.
+
+Scarce data: with ``augment`` (e.g. ``"bgc"``) D1 sees reals and fakes through the ADA pipeline in
+both updates and ``p`` adapts to D1's overfitting (see :mod:`multifeat.phases.gan` and
+``docs/augment.md``); ``ema_rampup`` ramps the EMA decay up from 0 so that the EMA generator is
+usable from the first steps.
 
 Shapes: batches are dicts with ``"image"`` [B, 3, S, S] in [-1, 1] (tuples/lists: first element;
 or a bare tensor). ``sample(n)`` -> [n, 3, S, S] in [-1, 1].
@@ -32,6 +38,7 @@ from multifeat.phases.gan import (
     GANModule,
     batch_images,
     check_betas,
+    check_ema_rampup,
     check_finite_every,
     check_lr,
     should_log_step,
@@ -58,6 +65,16 @@ class Phase1GAN(GANModule):
             for the device once per loss term); 0 disables it. Default 1.
         ema_decay: keep an EMA copy of G1 with this decay (e.g. 0.999), updated after every G step,
             used by :meth:`sample`; None (default) keeps none.
+        ema_rampup: ramp the EMA decay up as StyleGAN2-ADA does: the half-life (in images) of
+            ``ema_decay`` is capped at ``images seen * ema_rampup`` (e.g. 0.05), so the first update
+            copies G1 and the decay reaches ``ema_decay`` later. None (default): fixed decay.
+        augment: ADA augmentation preset of :mod:`multifeat.nets.stylegan2.augment` (e.g. ``"bgc"``)
+            for D1's inputs, real and fake; None (default) none.
+        augment_p: initial augmentation probability. Default 0.
+        ada_target: target of ``E[sign(D1(real) - 0.5)]``; None keeps ``p`` fixed. Default 0.6.
+        ada_interval: batches between ``p`` updates. Default 4.
+        ada_kimg: thousands of images for ``p`` to move by 1. Default 100 (faster than
+            StyleGAN2-ADA's 500: the DCGAN phases train for far fewer images).
         num_fixed: size of the fixed noise batch used for sample grids. Default 64.
         fixed_seed: seed of the fixed noise. Default 0.
         generator: a ready generator (``z [N, z_dim] -> [N, 3, S, S]``, with attribute ``z_dim``);
@@ -83,6 +100,12 @@ class Phase1GAN(GANModule):
         d_steps_per_g: int = 1,
         finite_check_every_n_steps: int = 1,
         ema_decay: float | None = None,
+        ema_rampup: float | None = None,
+        augment: str | None = None,
+        augment_p: float = 0.0,
+        ada_target: float | None = 0.6,
+        ada_interval: int = 4,
+        ada_kimg: float = 100,
         num_fixed: int = 64,
         fixed_seed: int = 0,
         generator: nn.Module | None = None,
@@ -97,6 +120,7 @@ class Phase1GAN(GANModule):
             raise ConfigError(f"num_fixed must be >= 1, got {num_fixed}")
         check_lr("lr_g", lr_g)
         check_lr("lr_d", lr_d)
+        check_ema_rampup(ema_rampup, ema_decay)
         if generator is not None:
             z_dim = int(getattr(generator, "z_dim", z_dim))
             image_size = int(getattr(generator, "image_size", image_size))
@@ -118,6 +142,7 @@ class Phase1GAN(GANModule):
             image_size=image_size, width=d_width, max_width=max_width, norm=norm_d
         )
         self.ema = EMA(self.generator, ema_decay) if ema_decay is not None else None
+        self.setup_augment(augment, augment_p, ada_target, ada_interval, ada_kimg)
         self.register_fixed_noise(num_fixed, z_dim, fixed_seed)
 
     # ------------------------------------------------------------------------------------- sampling
@@ -157,18 +182,22 @@ class Phase1GAN(GANModule):
 
         # --- D1: real -> 1, fake -> 0
         with self.toggled(opt_d):
-            d_real = self.discriminator(x)
-            d_fake = self.discriminator(fake.detach())
+            d_real = self.discriminator(self.d_input(x))
+            d_fake = self.discriminator(self.d_input(fake.detach()))
             loss_d = lsgan_d_loss(d_real, d_fake)
             self.optimizer_update(opt_d, loss_d, "loss_d")
+        self.observe_real(d_real)
         logs = {"loss/d": loss_d.detach(), "d/real_mean": d_real.detach().float().mean(),
                 "d/fake_mean": d_fake.detach().float().mean()}
 
         if g_step:
             # --- G1: D1(G1(z)) -> 1, through the updated D1 (whose gradients are off here)
             with self.toggled(opt_g):
-                loss_g = lsgan_g_loss(self.discriminator(fake))
+                loss_g = lsgan_g_loss(self.discriminator(self.d_input(fake)))
                 self.optimizer_update(opt_g, loss_g, "loss_g")
-            self.update_ema()
+            decay = self.update_ema(x.shape[0])
+            if decay is not None and self.hparams.ema_rampup is not None:
+                logs["ema/decay"] = decay
             logs["loss/g"] = loss_g.detach()
+        logs.update(self.ada_step(x.shape[0]))
         return logs

@@ -71,7 +71,15 @@ from multifeat.losses import ALPHA_DEFAULT, BETA_DEFAULT, check_weights, make_f,
 from multifeat.nets.adain import adain
 from multifeat.nets.dcgan import NORMS, DCGANDiscriminator, DCGANGenerator
 from multifeat.nets.growth import GrownGenerator, normalise_add_blocks, parse_point
-from multifeat.phases.gan import GANModule, batch_images, check_betas, check_finite_every, check_lr, freeze
+from multifeat.phases.gan import (
+    GANModule,
+    batch_images,
+    check_augment,
+    check_betas,
+    check_finite_every,
+    check_lr,
+    freeze,
+)
 from multifeat.utils.lightning_private import own_hyperparameters
 
 
@@ -142,6 +150,11 @@ class Phase3GAN(GANModule):
         adain_eps: AdaIN's epsilon. Default 1e-5.
         num_fixed, fixed_seed: the fixed noise of :meth:`sample_fixed` (sample grids). Default 64, 0.
         finite_check_every_n_steps: run the non-finite guard on every n-th step; 0 disables it. Default 1.
+        augment, augment_p, ada_target, ada_interval, ada_kimg: ADA for D3 (never the frozen D2): the
+            :class:`~multifeat.nets.stylegan2.augment.AugmentPipe` preset (e.g. ``"bgc"``; None, the
+            default, builds nothing), the initial p (0), the target of ``E[sign(D(real) - 0.5)]``
+            (0.6; None keeps p fixed), batches between p updates (4), kimg for p to move by 1 (100).
+            See :mod:`multifeat.phases.gan`.
         image_size: expected image side; None: G1's. A mismatch with G1 is an error. Recorded in the
             hyper-parameters once the networks are built (G1's side).
         arch: architectures recorded from the checkpoints at the first build; leave None.
@@ -177,6 +190,11 @@ class Phase3GAN(GANModule):
         finite_check_every_n_steps: int = 1,
         image_size: int | None = None,
         arch: dict[str, Any] | None = None,
+        augment: str | None = None,
+        augment_p: float = 0.0,
+        ada_target: float | None = 0.6,
+        ada_interval: int = 4,
+        ada_kimg: float = 100,
     ) -> None:
         super().__init__()
         self._f = make_f(f, f_tau)
@@ -195,6 +213,7 @@ class Phase3GAN(GANModule):
         # image_size is recorded once known (G1's, in _build): the initial (logged) hyper-parameters
         # leave it out, so an unset size never conflicts with the data module's
         self._requested_image_size = image_size
+        check_augment(augment, augment_p, ada_target, ada_interval, ada_kimg)
         self.save_hyperparameters(ignore=["image_size"])
         self.hparams.update(
             alpha=check_weights("alpha", alpha, 3),
@@ -209,6 +228,8 @@ class Phase3GAN(GANModule):
         # state that must survive a resume: whether H holds the snapshot, and when it was taken
         self.register_buffer("snapshot_taken", torch.zeros((), dtype=torch.bool))
         self.register_buffer("snapshot_at_epoch", torch.full((), -1, dtype=torch.long))
+        # D3 (not the frozen D2) sees reals and fakes through the ADA pipeline
+        self.setup_augment(augment, augment_p, ada_target, ada_interval, ada_kimg)
         if arch is not None:
             self._build(arch)
         elif _exists(g1_ckpt) and _exists(d2_ckpt):
@@ -468,16 +489,17 @@ class Phase3GAN(GANModule):
 
         # --- D3: real -> 1, fake -> 0, and towards D2's verdict on the fake (α3)
         with self.toggled(opt_d):
-            d3_real = self.discriminator(x)
-            d3_fake = self.discriminator(fake.detach())
+            d3_real = self.discriminator(self.d_input(x))
+            d3_fake = self.discriminator(self.d_input(fake.detach()))
             with torch.no_grad():
                 d2_fake = self.d2_prob(fake.detach())
             loss_d = phase3_d_loss(d3_real, d3_fake, d2_fake, hp.alpha)
             self.optimizer_update(opt_d, loss_d, "loss_d3")
+        self.observe_real(d3_real)
 
         # --- G3: fool D3 (β1) and make the frozen D2 see feature 1 (β2, through f)
         with self.toggled(opt_g):
-            loss_g = phase3_g_loss(self.discriminator(fake), self.d2_prob(fake), hp.beta, self._f)
+            loss_g = phase3_g_loss(self.discriminator(self.d_input(fake)), self.d2_prob(fake), hp.beta, self._f)
             self.optimizer_update(opt_g, loss_g, "loss_g3")
 
         s = self.data_switch_epoch
@@ -489,4 +511,5 @@ class Phase3GAN(GANModule):
             "d3/fake_mean": d3_fake.detach().float().mean(),
             "phase3/adain_active": float(self.adain_active),
             "phase3/data_stage": float(s is not None and self.current_epoch >= s),
+            **self.ada_step(x.shape[0]),
         }

@@ -113,6 +113,7 @@ CELEBA = {  # the generated CelebA-like tree: CPU, float32, no loader workers, 1
     "phase2.yaml": ["--model.init_args.image_size", "16", "--data.init_args.image_size", "16"],
     "phase3.yaml": ["--data.init_args.image_size", "16", "--model.init_args.add_blocks", "{16: 1}"],  # G1 has no 32 px stage
     "stylegan2.yaml": ["--model.init_args.image_size", "16", "--data.init_args.image_size", "16", "--model.init_args.num_fp16_res", "0"],
+    "evaluator.yaml": [],  # TINY already sets 16 px
 }
 CPU = ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--data.init_args.num_workers", "0",
        "--data.init_args.pin_memory", "false"]
@@ -147,6 +148,7 @@ def test_every_lightning_config_has_its_own_run_folder_and_documents_it():
                 assert args.get("dirpath") in (None, f"{root}/samples"), cfg_path
         assert f"Writes {root}/" in text and "checkpoints/last.ckpt" in text, f"{cfg_path}: the header must say where it writes"
     assert {"runs/phase1", "runs/cgan", "runs/evaluator", "runs/stylegan2", "runs/celeba/stylegan2"} <= set(seen)
+    assert {f"runs/celeba_cpu/{n}" for n in ("evaluator", "phase1", "phase2", "phase3", "stylegan2")} <= set(seen)
 
 
 @pytest.mark.slow
@@ -175,13 +177,13 @@ def test_readme_commands_from_another_directory_with_absolute_paths(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("folder", ["experiments", "experiments/celeba"])
+@pytest.mark.parametrize("folder", ["experiments", "experiments/celeba", "experiments/celeba_cpu"])
 def test_every_config_fits_into_its_own_run_folder(tmp_path, folder):
     """Every LightningCLI config of ``folder`` (name order: phase 1 before 2 before 3) in one working dir."""
     configs = [p for p in sorted((REPO / folder).glob("*.yaml")) if is_lightning_config(p)]
     assert configs
     extra = SYNTHETIC
-    if folder.endswith("celeba"):
+    if folder.endswith(("celeba", "celeba_cpu")):
         make_celeba(tmp_path / "data", n=480, size=(16, 20))  # `root: data` of the CelebA configs
         extra = CELEBA
     expected = set()
