@@ -170,7 +170,9 @@ def _dcgan(ctx: Context):
     return Phase1GAN(image_size=ctx.image_size, z_dim=int(g["z_dim"]), g_width=int(g["g_width"]), d_width=int(g["d_width"]),
                      max_width=int(g["max_width"]), norm_d=str(g["norm_d"]), lr_g=float(g["lr"]), lr_d=float(g["lr"]),
                      num_fixed=16,
-                     ema_decay=None if g.get("ema_decay") is None else float(g["ema_decay"]))
+                     ema_decay=None if g.get("ema_decay") is None else float(g["ema_decay"]),
+                     ema_rampup=None if g.get("ema_rampup") is None else float(g["ema_rampup"]),
+                     augment=g.get("augment"))
 
 
 def _sampler(module, **kwargs):
@@ -219,7 +221,7 @@ def train_cgan(ctx: Context, seed: int, work: Path) -> Trained:
     module = ConditionalGAN(attributes=[f1, f2], sample_labels={f1: True, f2: True}, image_size=ctx.image_size,
                             z_dim=int(g["z_dim"]), g_width=int(g["g_width"]), d_width=int(g["d_width"]),
                             max_width=int(g["max_width"]), norm_d=str(c["norm_d"]), embed_dim=int(c["embed_dim"]),
-                            lr_g=float(g["lr"]), lr_d=float(g["lr"]))
+                            lr_g=float(g["lr"]), lr_d=float(g["lr"]), augment=g.get("augment"))
     trainer, secs = fit(ctx, module, data, work, seed, max_steps=int(c.get("steps") or g["steps"]))
     save_checkpoint(trainer, work / "generator.ckpt")
     return Trained(_sampler(module, labels={f1: True, f2: True}), secs, {"train": counts})
@@ -306,7 +308,8 @@ def train_method_a(ctx: Context, seed: int, work: Path, shared_root: Path, key: 
                        add_blocks={int(k): int(v) for k, v in dict(p3["add_blocks"]).items()}, alpha=alpha, beta=beta,
                        f=str(p3["f"]), f_tau=float(p3["f_tau"]), lr_g=float(ctx.config["gan"]["lr"]), lr_d=float(ctx.config["gan"]["lr"]),
                        snapshot_epoch=int(p3["snapshot_epoch"]), adain_enabled=bool(variant["adain"]),
-                       adain_at=str(p3["adain_at"]), adain_content=str(p3["adain_content"]), num_fixed=16)
+                       adain_at=str(p3["adain_at"]), adain_content=str(p3["adain_content"]), num_fixed=16,
+                       augment=ctx.config["gan"].get("augment"))
     trainer, secs = fit(ctx, module, data, work, seed, max_epochs=int(p3["epochs"]), reload_dataloaders_every_n_epochs=1)
     save_checkpoint(trainer, work / "generator.ckpt")
     shared_secs = float(shared["phase1_seconds"]) + float(shared["phase2_seconds"])
