@@ -24,7 +24,7 @@ from typing import Any
 
 from multifeat.bench.methods import resolve_methods
 from multifeat.errors import ConfigError
-from multifeat.utils.config import set_dotted
+from multifeat.utils.config import read_yaml_mapping, set_dotted
 
 #: the folder of the packaged protocol files
 PROTOCOLS_DIR = Path(__file__).resolve().with_name("protocols")
@@ -44,18 +44,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=16)
 def _read_yaml_cached(path: str) -> dict[str, Any]:
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"benchmark config '{p}' does not exist")
-    try:
-        loaded = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"benchmark config '{p}' is not valid YAML: {e}") from e
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"benchmark config '{p}' must be a mapping of protocol keys, got {type(loaded).__name__}")
-    return loaded
+    return read_yaml_mapping(path, "benchmark config", "of protocol keys")
 
 
 def protocol_names() -> list[str]:

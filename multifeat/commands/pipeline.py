@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from multifeat.errors import ConfigError, MultifeatError
-from multifeat.utils.config import set_dotted
+from multifeat.utils.config import read_yaml_mapping, set_dotted
 
 PHASES = ("phase1", "phase2", "phase3")
 TOP_KEYS = ("name", "seed", "logger", "wandb", "joint_free", "data_root", "trainer", *PHASES, "eval")
@@ -85,20 +85,10 @@ DONE = "done.json"
 # ----------------------------------------------------------------------------------------- config
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
     """Read the pipeline YAML, apply ``KEY=VALUE`` overrides, validate the top-level layout."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"pipeline config '{p}' does not exist")
-    try:
-        cfg = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"pipeline config '{p}' is not valid YAML: {e}") from e
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"pipeline config '{p}' must be a mapping with keys {', '.join(TOP_KEYS)}")
+    cfg = read_yaml_mapping(path, "pipeline config", f"with keys {', '.join(TOP_KEYS)}")
     for item in overrides or []:
         apply_override(cfg, item)
-    validate_config(cfg, str(p))
+    validate_config(cfg, str(Path(path)))
     apply_data_root(cfg)
     return cfg
 

@@ -1,10 +1,29 @@
-"""``--set dotted.key=value`` overrides shared by the package's commands (pipeline, bench)."""
+"""Config files of the package's commands (pipeline, bench): reading a YAML mapping, ``--set`` overrides."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from multifeat.errors import ConfigError
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str, expected: str) -> dict[str, Any]:
+    """The YAML mapping in ``path``; a :class:`ConfigError` naming the file (as ``what``) when it is
+    missing, not YAML, or not a mapping (``expected`` says what the mapping should hold)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} '{p}' does not exist")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} '{p}' is not valid YAML: {e}") from e
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} '{p}' must be a mapping {expected}, got {type(loaded).__name__}")
+    return loaded
 
 
 def set_dotted(cfg: dict[str, Any], item: str, *, create: bool, example: str, what: str = "config") -> None:
