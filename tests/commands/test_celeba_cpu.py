@@ -65,11 +65,11 @@ def test_profile_pipeline_is_joint_free_with_one_data_root():
 
 
 def test_profile_bench_config_loads_with_its_data_root():
-    from multifeat.eval import bench as B
+    from multifeat.bench import protocol as B
 
     cfg = B.load_config(PROFILE / "bench.yaml", overrides=["data.root=/faces"])
     assert cfg["data"]["root"] == "/faces" and cfg["data"]["source"] == "celeba"
-    assert cfg["gan"]["norm_d"] == "none"
+    assert cfg["gan"]["norm_d"] == "none" and cfg["gan"]["augment"] == "bgc" and cfg["gan"]["ema_rampup"] > 0
 
 
 # ---------------------------------------------------------------------------------------------- tiny runs (slow)
