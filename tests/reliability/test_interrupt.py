@@ -49,6 +49,27 @@ class _Reader:
             assert time.time() < deadline, f"no line matching {pattern!r} in time:\n" + "".join(self.lines)[-3000:]
             time.sleep(0.02)
 
+    def wait_for_file(self, path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+        deadline = time.time() + timeout
+        while not path.is_file():  # training is under way
+            assert proc.poll() is None, "".join(self.lines)[-3000:]
+            assert time.time() < deadline, f"no {path.name} in time"
+            time.sleep(0.02)
+
+
+def _interrupt(proc: subprocess.Popen, reader: _Reader, sig: int, wait_first, timeout: float = 120) -> tuple[int, str]:
+    """Run ``wait_first()`` (it waits until the process has made progress), send ``sig``, wait for the exit;
+    kill the process whatever happens. Returns the exit code and everything it printed."""
+    try:
+        wait_first()
+        proc.send_signal(sig)
+        code = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.thread.join(timeout=10)
+    return code, "".join(reader.lines)
+
 
 @pytest.mark.slow
 def test_sigterm_in_phase3_checkpoints_exits_143_and_resumes_from_that_step(tmp_path):
@@ -64,15 +85,7 @@ def test_sigterm_in_phase3_checkpoints_exits_143_and_resumes_from_that_step(tmp_
     proc = subprocess.Popen([sys.executable, "-m", "multifeat.cli", *args], cwd=tmp_path, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     reader = _Reader(proc)
-    try:
-        reader.wait_for(r"^phase3: batch 6/", proc)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    reader.thread.join(timeout=10)
-    out = "".join(reader.lines)
+    code, out = _interrupt(proc, reader, signal.SIGTERM, lambda: reader.wait_for(r"^phase3: batch 6/", proc))
     assert code == 143, out[-3000:]
     lines = [ln for ln in out.splitlines() if "interrupted by SIGTERM" in ln]
     assert len(lines) == 1, out[-3000:]
@@ -124,19 +137,7 @@ def test_sigint_during_multifeat_fit_saves_exits_130_and_resumes_exactly(tmp_pat
     cmd = [sys.executable, "-m", "multifeat.cli", "fit", "--config", "fit.yaml"]
     proc = subprocess.Popen(cmd, cwd=a, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     reader = _Reader(proc)
-    try:
-        deadline = time.time() + 240
-        while not (a / "ckpt" / "last.ckpt").is_file():  # training is under way
-            assert proc.poll() is None, "".join(reader.lines)[-3000:]
-            assert time.time() < deadline, "no checkpoint in time"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    reader.thread.join(timeout=10)
-    out = "".join(reader.lines)
+    code, out = _interrupt(proc, reader, signal.SIGINT, lambda: reader.wait_for_file(a / "ckpt" / "last.ckpt", proc))
     assert code == 130, out[-3000:]
     m = re.search(r"training interrupted by SIGINT at step (\d+) \(epoch \d+\); checkpoint (\S+); resume with: (.+)", out)
     assert m, out[-3000:]
@@ -208,19 +209,8 @@ def test_sigterm_to_rank_zero_under_ddp_stops_both_ranks_at_one_step(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "multifeat.cli", "fit", "--config", "fit.yaml"], cwd=tmp_path, env=ENV,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     reader = _Reader(proc)
-    try:
-        deadline = time.time() + 300
-        while not (tmp_path / "ckpt" / "last.ckpt").is_file():
-            assert proc.poll() is None, "".join(reader.lines)[-3000:]
-            assert time.time() < deadline, "no checkpoint in time"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    reader.thread.join(timeout=10)
-    out = "".join(reader.lines)
+    code, out = _interrupt(proc, reader, signal.SIGTERM,
+                           lambda: reader.wait_for_file(tmp_path / "ckpt" / "last.ckpt", proc, timeout=300), timeout=180)
     assert code == 143, out[-3000:]
     lines = re.findall(r"training interrupted by SIGTERM at step (\d+)", out)
     assert len(lines) == 1, out[-3000:]
