@@ -117,6 +117,20 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1, device=
     return statistics.median(time_call(fn, device) for _ in range(max(1, repeats)))
 
 
+def fetch_times(loader, limit: int | None = None) -> list[float]:
+    """CPU seconds (this process) of each ``next()`` on one pass over ``loader``, at most ``limit`` of them."""
+    times: list[float] = []
+    it = iter(loader)
+    while limit is None or len(times) < limit:
+        t0 = time.process_time()
+        try:
+            next(it)
+        except StopIteration:
+            break
+        times.append(time.process_time() - t0)
+    return times
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

@@ -115,19 +115,9 @@ def batch_fetch_time(dm, batches: int) -> tuple[float, float]:
     is iterated in full, so a cache (``synthetic: {cache: true}``) is warm in the second."""
     dm.setup("fit")
     loader = dm.train_dataloader()
-    result = []
-    for _ in range(2):
-        times = []
-        it = iter(loader)
-        while True:
-            t0 = time.process_time()
-            try:
-                next(it)
-            except StopIteration:
-                break
-            times.append(time.process_time() - t0)
-        result.append(statistics.median(times[:batches] if len(result) else times))
-    return result[0], result[1]
+    first = C.fetch_times(loader)
+    second = C.fetch_times(loader, batches)
+    return statistics.median(first), statistics.median(second)
 
 
 def share_rows(folder: Path, smoke: bool, steps: int) -> list[list]:

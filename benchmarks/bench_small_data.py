@@ -127,16 +127,9 @@ def fetch_ms(dm, batches: int) -> float:
     loader = dm.train_dataloader()
     for _ in loader:  # fills any cache
         pass
-    times = []
+    times: list[float] = []
     while len(times) < batches:
-        it = iter(loader)
-        while len(times) < batches:
-            t0 = time.process_time()
-            try:
-                next(it)
-            except StopIteration:
-                break
-            times.append(time.process_time() - t0)
+        times += C.fetch_times(loader, batches - len(times))
     return 1e3 * statistics.median(times)
 
 
