@@ -184,15 +184,20 @@ def _sampler(module, **kwargs):
     return sample
 
 
+def _train_dcgan(ctx: Context, data, seed: int, work: Path, counts: dict[str, int]) -> Trained:
+    """Train the protocol's DCGAN on ``data`` for ``gan.steps`` batches and save it as ``generator.ckpt``."""
+    module = _dcgan(ctx)
+    trainer, secs = fit(ctx, module, data, work, seed, max_steps=int(ctx.config["gan"]["steps"]))
+    save_checkpoint(trainer, work / "generator.ckpt")
+    return Trained(_sampler(module), secs, {"train": counts})
+
+
 def train_beard_gan(ctx: Context, seed: int, work: Path) -> Trained:
     """(a) Phase1GAN on feature-2 images only."""
     f1, f2 = ctx.features
     data = attribute_data(ctx, seed, {f2: True, f1: False})
     counts = guard(ctx, data, f"method a (GAN on {f2} images), seed {seed}")
-    module = _dcgan(ctx)
-    trainer, secs = fit(ctx, module, data, work, seed, max_steps=int(ctx.config["gan"]["steps"]))
-    save_checkpoint(trainer, work / "generator.ckpt")
-    return Trained(_sampler(module), secs, {"train": counts})
+    return _train_dcgan(ctx, data, seed, work, counts)
 
 
 def train_joint_gan(ctx: Context, seed: int, work: Path) -> Trained:
@@ -204,10 +209,7 @@ def train_joint_gan(ctx: Context, seed: int, work: Path) -> Trained:
 
     c = count_joint(data, ctx.features)
     counts = {"images": c["images"], "labelled": c["labelled"], "joint": c["joint"], "generated": c["generated"]}
-    module = _dcgan(ctx)
-    trainer, secs = fit(ctx, module, data, work, seed, max_steps=int(ctx.config["gan"]["steps"]))
-    save_checkpoint(trainer, work / "generator.ckpt")
-    return Trained(_sampler(module), secs, {"train": counts})
+    return _train_dcgan(ctx, data, seed, work, counts)
 
 
 def train_cgan(ctx: Context, seed: int, work: Path) -> Trained:
