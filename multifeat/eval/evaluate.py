@@ -154,19 +154,17 @@ def cached_celeba_evaluator(
     from multifeat.data import AttributeDataModule
     from multifeat.phases.attribute_evaluator import (
         AttributeEvaluator,
-        default_cache_dir,
-        evaluator_cache_key,
+        cached_evaluator_path,
         load_evaluator,
     )
 
     root_abs = str(Path(root).expanduser().resolve())
     cfg = {"source": "celeba", "root": root_abs, "image_size": int(image_size), "attributes": list(attributes),
            "seed": int(seed), "max_steps": int(max_steps), "width": int(width), "max_width": int(max_width),
-           "batch_size": int(batch_size), "version": 1}
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"evaluator-celeba-S{int(image_size)}-{evaluator_cache_key(**cfg)}.ckpt"
+           "batch_size": int(batch_size)}
+    path = cached_evaluator_path("evaluator-celeba", cfg, cache_dir)
     if not path.is_file():
-        ensure_writable_dir(folder)
+        ensure_writable_dir(path.parent)
         if log:
             log(f"training a CelebA attribute evaluator ({image_size}px, {max_steps} steps, CelebA under {root_abs}) -> {path}")
         L.seed_everything(seed, workers=True, verbose=False)
@@ -175,7 +173,7 @@ def cached_celeba_evaluator(
         model = AttributeEvaluator(image_size=int(image_size), attributes=list(attributes), width=width, max_width=max_width)
         trainer = L.Trainer(max_steps=max_steps, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                            default_root_dir=str(folder))
+                            default_root_dir=str(path.parent))
         trainer.fit(model, datamodule=dm)
         trainer.validate(model, datamodule=dm, verbose=False)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

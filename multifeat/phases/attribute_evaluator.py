@@ -223,6 +223,18 @@ def evaluator_cache_key(**config: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: version of the evaluator's training recipe, part of every cache key: 2 = robust training (degraded views,
+#: non-face negatives); files of an older recipe are never reused.
+RECIPE_VERSION = 2
+
+
+def cached_evaluator_path(prefix: str, config: dict[str, Any], cache_dir: str | os.PathLike | None = None) -> Path:
+    """``<cache_dir>/<prefix>-S<size>-<hash of config and the recipe version>.ckpt`` (the cached evaluator's file)."""
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = evaluator_cache_key(**config, version=RECIPE_VERSION)
+    return folder / f"{prefix}-S{int(config['image_size'])}-{key}.ckpt"
+
+
 def default_cache_dir() -> Path:
     """``$MULTIFEAT_CACHE/evaluators`` or ``~/.cache/multifeat/evaluators``."""
     root = os.environ.get("MULTIFEAT_CACHE") or (Path.home() / ".cache" / "multifeat")
@@ -314,14 +326,12 @@ def cached_evaluator(
     The file is ``<cache_dir>/evaluator-S<size>-<hash of the config>.ckpt``.
     """
     cfg = {"image_size": int(image_size), "attributes": list(attributes), "seed": int(seed), "max_steps": int(max_steps),
-           "num_samples": int(num_samples), "width": int(width), "max_width": int(max_width),
-           "version": 2}  # 2: robust training (degraded views, non-face negatives); version-1 files are not reused
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"evaluator-S{int(image_size)}-{evaluator_cache_key(**cfg)}.ckpt"
+           "num_samples": int(num_samples), "width": int(width), "max_width": int(max_width)}
+    path = cached_evaluator_path("evaluator", cfg, cache_dir)
     if not path.is_file():
         from multifeat.utils.files import ensure_writable_dir
 
-        ensure_writable_dir(folder)
+        ensure_writable_dir(path.parent)
         if log:
             log(f"training an attribute evaluator ({image_size}px, {max_steps} steps, SyntheticFaces seed {seed}) -> {path}")
         train_evaluator(image_size=image_size, attributes=attributes, max_steps=max_steps, seed=seed, out_path=path,
@@ -626,6 +636,7 @@ __all__ = [
     "DEFAULT_EVALUATOR_SEED",
     "cached_evaluator",
     "default_cache_dir",
+    "cached_evaluator_path",
     "evaluator_cache_key",
     "load_evaluator",
     "train_evaluator",

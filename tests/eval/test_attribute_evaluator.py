@@ -107,3 +107,17 @@ def test_lightning_cli_config_trains_and_checkpoints(tmp_path, repo_root, monkey
     m = load_evaluator(last)
     assert m.image_size == 16 and m.attributes == ("bald", "beard", "eyeglasses", "smiling")
     assert set(m.val_accuracy) == set(m.attributes)
+
+
+def test_cache_path_names_the_recipe_version(tmp_path, monkeypatch):
+    """Every cached evaluator (synthetic or CelebA) is keyed by the training recipe: a new recipe never
+    reuses an old file, and the same recipe and settings always find the same file."""
+    import multifeat.phases.attribute_evaluator as AE
+
+    cfg = {"image_size": 32, "seed": 1, "max_steps": 10}
+    a = AE.cached_evaluator_path("evaluator", cfg, tmp_path)
+    assert a == tmp_path / f"evaluator-S32-{evaluator_cache_key(**cfg, version=AE.RECIPE_VERSION)}.ckpt"
+    assert AE.cached_evaluator_path("evaluator", dict(cfg), tmp_path) == a
+    assert AE.cached_evaluator_path("evaluator-celeba", cfg, tmp_path).name.startswith("evaluator-celeba-S32-")
+    monkeypatch.setattr(AE, "RECIPE_VERSION", AE.RECIPE_VERSION + 1)
+    assert AE.cached_evaluator_path("evaluator", cfg, tmp_path) != a
