@@ -378,14 +378,13 @@ def check_joint_free(cfg: dict[str, Any], phase: str, data: Any) -> dict[str, An
     feats = joint_free_features(cfg)
     if not feats:
         return None
-    from multifeat.data.guard import JointImageError, count_joint
+    from multifeat.data.guard import JointImageError, count_joint, describe_joint
 
     counts = count_joint(data, feats)
     if counts["joint"]:
-        per_set = "; ".join(f"set '{k}': {v['joint']} of {v['images']} images" for k, v in counts["splits"].items() if v["joint"])
         raise JointImageError(
             f"{phase}: the config declares joint_free: [{', '.join(feats)}], but {phase}'s training data hold "
-            f"{counts['joint']} image(s) with all of {', '.join(feats)} ({per_set}; first at {counts['examples']}). "
+            f"{describe_joint(counts, feats)}. "
             f"Filter them out in {phase}.data (e.g. require: {{{feats[0]}: true, {feats[1]}: false}}), or remove "
             "joint_free from the config if jointly-featured training images are intended"
         )

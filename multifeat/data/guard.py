@@ -149,6 +149,13 @@ def count_joint(datamodule: Any, features: Sequence[str]) -> dict[str, Any]:
     return total
 
 
+def describe_joint(counts: dict[str, Any], features: Sequence[str]) -> str:
+    """``"N image(s) with all of f1, f2 (set 'train': N of M images; first at [...])"`` for counts of
+    :func:`count_joint` (the part of every joint-image error that says what was found where)."""
+    per_set = "; ".join(f"set '{k}': {v['joint']} of {v['images']} images" for k, v in counts["splits"].items() if v["joint"])
+    return f"{counts['joint']} image(s) with all of {', '.join(features)} ({per_set}; first at {counts['examples']})"
+
+
 def assert_no_joint(datamodule: Any, features: Sequence[str], what: str) -> dict[str, int]:
     """Fail loudly if any image of ``datamodule`` carries all ``features``; return the counts.
 
@@ -157,11 +164,9 @@ def assert_no_joint(datamodule: Any, features: Sequence[str], what: str) -> dict
     """
     counts = count_joint(datamodule, features)
     if counts["joint"]:
-        per_split = ", ".join(f"{k}: {v['joint']} of {v['images']}" for k, v in counts["splits"].items() if v["joint"])
         raise JointImageError(
-            f"{what}: the training data hold {counts['joint']} image(s) with all of {', '.join(features)} "
-            f"({per_split}; first at {counts['examples']}). The benchmark forbids jointly-featured training images: "
-            "use joint_fraction: 0.0 (synthetic) or a filter that removes them"
+            f"{what}: the training data hold {describe_joint(counts, features)}. The benchmark forbids "
+            "jointly-featured training images: use joint_fraction: 0.0 (synthetic) or a filter that removes them"
         )
     if counts["labelled"] == 0:
         raise JointImageError(f"{what}: the training data hold no labelled image; nothing to train on")
@@ -204,5 +209,5 @@ class JointFreeDataModule(AttributeDataModule):
             setattr(self, split, Subset(ds, keep))
 
 
-__all__ = ["JOINT", "NOT_JOINT", "UNLABELLED", "JointFreeDataModule", "JointImageError", "assert_no_joint",
+__all__ = ["JOINT", "NOT_JOINT", "UNLABELLED", "JointFreeDataModule", "JointImageError", "assert_no_joint", "describe_joint",
            "count_joint", "joint_flags"]
