@@ -14,8 +14,9 @@ The layers, lowest first; a module may import its own layer and the ones below i
 1. ``nets``, ``losses``
 2. ``io``, ``data``, ``callbacks``, ``utils``, ``loggers``, ``restore``
 3. ``phases``, ``eval``, ``mixing``
-4. ``bench``
-5. ``commands`` (``multifeat pipeline`` is ``commands/pipeline.py``), ``cli``
+4. ``pipeline`` (Method A's orchestrator: build, run, resume a phase; the end-to-end run)
+5. ``bench`` (runs Method A through ``pipeline``)
+6. ``commands`` (argument parsing and printing; ``multifeat pipeline`` is ``commands/pipeline.py``), ``cli``
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ LAYERS: dict[str, int] = {
     # network wrapper used by the commands, beside io's network loading
     "io": 2, "data": 2, "callbacks": 2, "utils": 2, "loggers": 2, "restore": 2,
     "phases": 3, "eval": 3, "mixing": 3,
-    "bench": 4,
-    "commands": 5, "cli": 5,
+    "pipeline": 4,
+    "bench": 5,
+    "commands": 6, "cli": 6,
 }
 
 #: (importer, imported) module pairs allowed to go upward, each with its reason. Keep it small.
