@@ -25,7 +25,8 @@ Protocol (:mod:`multifeat.bench.protocol`; values in ``multifeat/bench/protocols
     grids/montage.png               all methods' grids, labelled
     runs/<method>/seed<k>.json      one record per (method, seed); present = done (a re-run skips it)
     runs/<method>/seed<k>.png       that run's grid row
-    work/seed<k>/...                checkpoints (method_a/ holds the shared phases 1 and 2)
+    work/seed<k>/...                checkpoints; Method A in the pipeline's layout: method_a/phase{1,2}/ the
+                                    shared phases 1 and 2, <method>/ each variant's phase 3
 
 The CelebA variant (``experiments/celeba/bench.yaml``) runs the same protocol on CelebA with the
 derived ``bald`` and ``beard`` groups; joint images are removed from every training set and the
@@ -46,6 +47,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning
 import torch
 
 from multifeat.bench.methods import (
@@ -60,7 +62,10 @@ from multifeat.bench.methods import (
 from multifeat.bench.protocol import int_list, protocol_hash, validate_config
 from multifeat.bench.report import build_results, run_paths, save_row, write_report
 from multifeat.bench.training import Context, Trained, make_trainer, quiet, save_checkpoint
+from multifeat.data import AttributeDataModule, CelebADataset
 from multifeat.errors import ConfigError, DataError
+from multifeat.eval.evaluate import evaluate_images, sample_images, synthetic_real_images
+from multifeat.phases.attribute_evaluator import DEFAULT_ATTRIBUTES, AttributeEvaluator, cached_evaluator, load_evaluator
 from multifeat.utils.files import atomic_write_text, ensure_writable_dir
 
 
@@ -79,8 +84,6 @@ def hardware_info() -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count()
-    import lightning
-
     info = {
         "cpu_model": model or platform.processor() or platform.machine(),
         "cpu_cores": os.cpu_count(),
@@ -105,8 +108,6 @@ def _loadavg() -> list[float] | None:
 # ------------------------------------------------------------------------------------ evaluator and real images
 def get_evaluator(ctx: Context, work: Path):
     """The judge: ``cached_evaluator`` on SyntheticFaces (its own seed), or one trained on CelebA."""
-    from multifeat.phases.attribute_evaluator import DEFAULT_ATTRIBUTES, cached_evaluator, load_evaluator
-
     e = ctx.config["evaluator"]
     if ctx.synthetic:
         with quiet():
@@ -129,13 +130,8 @@ def get_evaluator(ctx: Context, work: Path):
 
 def train_celeba_evaluator(ctx: Context, path: Path) -> Path:
     """An :class:`AttributeEvaluator` trained on CelebA's training split (all attribute combinations)."""
-    import lightning as L
-
-    from multifeat.data import AttributeDataModule
-    from multifeat.phases.attribute_evaluator import DEFAULT_ATTRIBUTES, AttributeEvaluator
-
     e, d = ctx.config["evaluator"], ctx.config["data"]
-    L.seed_everything(int(e["seed"]), workers=True, verbose=False)
+    lightning.seed_everything(int(e["seed"]), workers=True, verbose=False)
     dm = AttributeDataModule(source=ctx.source, root=d["root"], derived=d.get("derived"), image_size=ctx.image_size,
                              attributes=list(DEFAULT_ATTRIBUTES), batch_size=int(d["batch_size"]), val_fraction=0.1,
                              seed=int(e["seed"]), num_workers=int(d.get("num_workers", 0)))
@@ -162,11 +158,7 @@ def real_images(ctx: Context) -> tuple[torch.Tensor, str]:
     ev = ctx.config["eval"]
     n, seed = int(ev["n_real"]), int(ev["real_seed"])
     if ctx.synthetic:
-        from multifeat.eval.evaluate import synthetic_real_images
-
         return synthetic_real_images(ctx.features, n, ctx.image_size, seed=seed), real_description(ctx)
-    from multifeat.data import CelebADataset
-
     d = ctx.config["data"]
     ds = CelebADataset(d["root"], image_size=ctx.image_size, attributes=list(ctx.features), derived=d.get("derived"),
                        require={f: True for f in ctx.features}, split="all")
@@ -196,8 +188,6 @@ def _train(ctx: Context, spec: MethodSpec, seed: int, out: Path) -> Trained:
 def run_one(ctx: Context, spec: MethodSpec, seed: int, out: Path, evaluator, real: torch.Tensor,
             phash: str, eval_info: dict[str, Any]) -> dict[str, Any]:
     """Train, sample and evaluate one (method, seed); write its record and grid row; return the record."""
-    from multifeat.eval.evaluate import evaluate_images, sample_images
-
     ev = ctx.config["eval"]
     cpu0 = time.process_time()
     with quiet():
@@ -303,11 +293,12 @@ def run_benchmark(config: dict[str, Any], out_dir: str | os.PathLike, methods: S
                         f"{phash}); use another --out folder, or --overwrite to redo it")
                 continue
             todo.append((seed, spec))
-    if overwrite:
-        for seed in {s for s, spec in todo if spec.uses_method_a}:
-            shared = out / "work" / f"seed{seed}" / "method_a"
-            if shared.is_dir():
-                shutil.rmtree(shared)
+    if overwrite:  # Method A's phases are resumed or reused from their folders: clear them to redo them
+        folders = {out / "work" / f"seed{s}" / "method_a" for s, spec in todo if spec.uses_method_a}
+        folders |= {out / "work" / f"seed{s}" / spec.id for s, spec in todo if spec.uses_method_a}
+        for folder in sorted(folders):
+            if folder.is_dir():
+                shutil.rmtree(folder)
 
     log(f"[bench] {cfg['protocol']}: methods {','.join(s.key for s in specs)}, seeds {','.join(map(str, seed_list))}, "
         f"{len(todo)} of {len(specs) * len(seed_list)} runs to do -> {out}")

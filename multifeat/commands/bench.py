@@ -18,10 +18,15 @@ import argparse
 import shlex
 import sys
 
+import yaml
+
+from multifeat.bench.methods import METHODS, resolve_methods
+from multifeat.bench.protocol import config_sources, load_config, protocol_hash
+from multifeat.bench.report import main_table
+from multifeat.bench.runner import run_benchmark
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from multifeat.bench.methods import METHODS
-
     methods = "; ".join(f"{m.key} = {m.name}" for m in METHODS)
     p = argparse.ArgumentParser(
         prog="multifeat bench",
@@ -49,8 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from multifeat.bench.protocol import config_sources, load_config, protocol_hash
-    from multifeat.bench.runner import run_benchmark
 
     preset = "quick" if args.quick else "smoke" if args.smoke else None
     overrides = list(args.overrides)
@@ -60,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"evaluator.cache_dir={args.cache_dir}")
     cfg = load_config(args.config, preset=preset, overrides=overrides)
     if args.print_config:
-        import yaml
-
         print(f"# resolved from: {' + '.join(config_sources(args.config, preset))}"
               + (f" + --set {' '.join(overrides)}" if overrides else ""))
         print(f"# protocol hash: {protocol_hash(cfg)}")
@@ -70,9 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or {"quick": "runs/bench_quick", "smoke": "runs/bench_smoke"}.get(preset or "", "runs/bench")
     command = "multifeat bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     results = run_benchmark(cfg, out, methods=args.methods, seeds=args.seeds, overwrite=args.overwrite, command=command.strip())
-
-    from multifeat.bench.methods import resolve_methods
-    from multifeat.bench.report import main_table
 
     specs = resolve_methods(results["config"]["methods"])
     rows = [(s.name, s.key, results["methods"][s.id]["summary"]) for s in specs]
