@@ -56,9 +56,11 @@ import signal
 import sys
 from pathlib import Path
 
+import yaml
+
 from multifeat.commands import evaluate as evaluate_cmd
 from multifeat.errors import ConfigError
-from multifeat.pipeline.config import load_config
+from multifeat.pipeline.config import SET_BY_PIPELINE, load_config, resolved_config
 from multifeat.pipeline.evaluation import check_eval_evaluator
 from multifeat.pipeline.layout import PHASES, RunLayout, is_rank_zero
 from multifeat.pipeline.run import PipelineInterrupted, resume_command, run_pipeline
@@ -85,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show Lightning's and W&B's messages, warnings and progress bars on the console too")
     p.add_argument("--progress-every", type=int, default=0, metavar="N",
                    help="when the output is not a terminal: a progress line every N batches (0: about 10 per phase)")
+    p.add_argument("--print_config", "--print-config", dest="print_config", action="store_true",
+                   help="print the resolved config as YAML (every phase's model and data as class_path/init_args, "
+                   "class defaults filled in) and exit")
     return p
 
 
@@ -94,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.progress_every < 0:
         raise ConfigError(f"--progress-every must be 0 or more, got {args.progress_every}")
     cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(f"# resolved from: {args.config}" + "".join(f" --set {o}" for o in args.overrides))
+        print(f"# set by the pipeline when it runs (shown here as the class defaults): {', '.join(SET_BY_PIPELINE)}")
+        print(yaml.safe_dump(resolved_config(cfg), sort_keys=False), end="")
+        return 0
     check_eval_evaluator(cfg)
     root = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.get("name", "method_a")
     try:

@@ -19,10 +19,16 @@ Layout of the file (see ``experiments/method_a.yaml`` and ``docs/pipeline.md``):
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
+import inspect
 import os
+import re
 from pathlib import Path
 from typing import Any
+
+from jsonargparse import ArgumentError, ArgumentParser
+from lightning.pytorch import LightningDataModule, LightningModule
 
 from multifeat.errors import ConfigError
 from multifeat.pipeline.layout import PHASES
@@ -45,6 +51,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         apply_override(cfg, item)
     validate_config(cfg, str(Path(path)))
     apply_data_root(cfg)
+    check_sections(cfg, str(Path(path)))
     return cfg
 
 
@@ -136,12 +143,115 @@ def inject(kwargs: dict[str, Any], key: str, value: Any, what: str) -> None:
     kwargs[key] = value
 
 
-def instantiate(class_path: str, kwargs: dict[str, Any], what: str):
+@functools.lru_cache(maxsize=64)
+def _class_parser(cls: type) -> ArgumentParser:
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, fail_untyped=False)
+    return parser
+
+
+def _signature_keys(cls: type) -> list[str] | None:
+    """The keyword arguments of ``cls.__init__``; None when it takes ``**kwargs`` (jsonargparse then follows
+    them to where they go, e.g. the parent class)."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return [k for k, p in params.items() if k != "self" and p.kind is not p.VAR_POSITIONAL]
+
+
+def parse_init_args(cls: type, kwargs: dict[str, Any], what: str) -> dict[str, Any]:
+    """``kwargs`` parsed and type-checked against ``cls.__init__`` by jsonargparse, as LightningCLI parses
+    ``init_args`` (types from the annotations: ``lr: "abc"`` for a float is refused, ``[1, 1, 0.1]`` for a
+    ``Sequence[float]`` accepted). Returns the parsed values of the given keys only (the class keeps its
+    own defaults). A :class:`ConfigError` names the key, the class and what it expects."""
+    if not kwargs:
+        return {}
+    known = _signature_keys(cls)
+    unknown = [k for k in kwargs if known is not None and k not in known]
+    if unknown:
+        raise ConfigError(f"{what}: unknown key(s) {unknown} for {cls.__module__}.{cls.__name__}; "
+                          f"its arguments are: {', '.join(known)}")
+    try:
+        parsed = _class_parser(cls).parse_object(kwargs, defaults=False).as_dict()
+    except ArgumentError as e:
+        msg = " ".join(str(e).split())
+        key = re.search(r'Parser key "([^"]+)"', msg)
+        where = f"{what}.{key.group(1)}" if key else what
+        raise ConfigError(f"{where}: not accepted by {cls.__module__}.{cls.__name__}: {msg}") from e
+    return {k: parsed.get(k, v) for k, v in kwargs.items()}
+
+
+def check_class(cls: Any, class_path: str, base: type | None, what: str) -> None:
+    """``cls`` must be a class (and a subclass of ``base`` when given)."""
+    if not isinstance(cls, type):
+        raise ConfigError(f"{what}: class_path '{class_path}' is not a class")
+    if base is not None and not issubclass(cls, base):
+        raise ConfigError(f"{what}: class_path '{class_path}' is not a {base.__name__} (expected a subclass of "
+                          f"{base.__module__}.{base.__name__})")
+
+
+def instantiate(class_path: str, kwargs: dict[str, Any], what: str, base: type | None = None):
+    """``class_path(**kwargs)`` after :func:`parse_init_args`; ``base``: the class it must derive from."""
     cls = import_class(class_path, what)
+    check_class(cls, class_path, base, what)
+    kwargs = parse_init_args(cls, kwargs, f"{what}.init_args")
     try:
         return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{what}: {class_path} does not accept these arguments ({e})") from e
+
+
+def section_bases() -> dict[str, type]:
+    """The base class of each section: ``model`` a LightningModule, ``data`` a LightningDataModule."""
+    return {"model": LightningModule, "data": LightningDataModule}
+
+
+def check_sections(cfg: dict[str, Any], where: str = "config") -> None:
+    """Type-check every phase's ``model`` and ``data`` (class and ``init_args``) before anything runs."""
+    for phase in PHASES:
+        sec = cfg.get(phase) or {}
+        for part, base in section_bases().items():
+            what = f"{where}: {phase}.{part}"
+            class_path, kwargs = split_spec(sec.get(part), DEFAULT_CLASSES[phase][0 if part == "model" else 1], what)
+            cls = import_class(class_path, what)
+            check_class(cls, class_path, base, what)
+            parse_init_args(cls, kwargs, f"{what}.init_args")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain YAML data: tuples as lists, paths and other objects as text."""
+    if isinstance(value, dict):
+        return {(k if isinstance(k, (str, int, float, bool)) else str(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+#: what the pipeline sets at run time (``--print_config`` shows them as the class defaults)
+SET_BY_PIPELINE = ("phase2.data.bank_dir", "phase3.model.g1_ckpt", "phase3.model.d2_ckpt",
+                   "phase1.callbacks.negative_bank.bank_dir", "<phase>.callbacks.sample_grid.dirpath")
+
+
+def resolved_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with every phase's ``model`` and ``data`` in ``class_path``/``init_args`` form and every
+    ``init_args`` complete: the given values parsed, the class defaults for the rest (``--print_config``)."""
+    out = copy.deepcopy(cfg)
+    for phase in PHASES:
+        sec = out.setdefault(phase, {}) or {}
+        out[phase] = sec
+        for part in ("model", "data"):
+            what = f"{phase}.{part}"
+            class_path, kwargs = split_spec(sec.get(part), DEFAULT_CLASSES[phase][0 if part == "model" else 1], what)
+            cls = import_class(class_path, what)
+            given = parse_init_args(cls, kwargs, f"{what}.init_args")
+            try:
+                full = _class_parser(cls).parse_object(given).as_dict()
+            except ArgumentError:  # a required argument the pipeline sets (g1_ckpt, ...): the given values alone
+                full = {**_class_parser(cls).get_defaults().as_dict(), **given}
+            sec[part] = {"class_path": class_path, "init_args": _plain(full)}
+    return _plain(out)
 
 
 def joint_free_features(cfg: dict[str, Any]) -> list[str]:
@@ -150,4 +260,5 @@ def joint_free_features(cfg: dict[str, Any]) -> list[str]:
 
 
 __all__ = ["DEFAULT_CLASSES", "PHASE_CALLBACKS", "PHASE_KEYS", "TOP_KEYS", "apply_data_root", "apply_override",
-           "import_class", "inject", "instantiate", "joint_free_features", "load_config", "split_spec", "validate_config"]
+           "check_sections", "import_class", "inject", "instantiate", "joint_free_features", "load_config",
+           "parse_init_args", "resolved_config", "split_spec", "validate_config"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from multifeat.callbacks.interrupt import InterruptCheckpoint
@@ -113,8 +113,8 @@ def build_phase(cfg: dict[str, Any], layout: RunLayout, phase: str) -> tuple[Any
     if phase == "phase3":
         inject(model_kw, "g1_ckpt", str(layout.final("phase1")), "phase3.model")
         inject(model_kw, "d2_ckpt", str(layout.final("phase2")), "phase3.model")
-    model = instantiate(model_cls, model_kw, f"{phase}.model")
-    data = instantiate(data_cls, data_kw, f"{phase}.data")
+    model = instantiate(model_cls, model_kw, f"{phase}.model", LightningModule)
+    data = instantiate(data_cls, data_kw, f"{phase}.data", LightningDataModule)
 
     cb_cfg = dict(sec.get("callbacks") or {})
     callbacks: list = []
