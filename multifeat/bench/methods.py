@@ -124,7 +124,7 @@ def attribute_data_spec(ctx: Context, seed: int, require: dict[str, bool] | None
     :class:`JointFreeDataModule` unless the filter already excludes them or ``joint_free=False``."""
     d = ctx.config["data"]
     kw: dict[str, Any] = {"image_size": ctx.image_size, "require": require, "batch_size": int(batch_size or d["batch_size"]),
-                          "val_fraction": 0.0, "seed": int(seed), "num_workers": int(d.get("num_workers", 0))}
+                          "val_fraction": 0.0, "seed": int(seed), "num_workers": int(d["num_workers"])}
     if ctx.synthetic:
         jf = d["joint_fraction"] if joint_free else None
         return ATTRIBUTE_DATA, {"source": "synthetic", "num_samples": int(num_samples or d["num_samples"]),
@@ -133,8 +133,8 @@ def attribute_data_spec(ctx: Context, seed: int, require: dict[str, bool] | None
     excludes = bool(require) and (require.get(f1) is False or require.get(f2) is False)
     if joint_free and not excludes:
         return JOINT_FREE_DATA, {"exclude_joint": list(ctx.features), "source": ctx.source, "root": d["root"],
-                                 "derived": d.get("derived"), **kw}
-    return ATTRIBUTE_DATA, {"source": ctx.source, "root": d["root"], "derived": d.get("derived"), **kw}
+                                 "derived": d["derived"], **kw}
+    return ATTRIBUTE_DATA, {"source": ctx.source, "root": d["root"], "derived": d["derived"], **kw}
 
 
 def attribute_data(ctx: Context, seed: int, require: dict[str, bool] | None, *, joint_free: bool = True,
@@ -150,12 +150,12 @@ def switching_data_spec(ctx: Context, seed: int) -> tuple[str, dict[str, Any]]:
     d, p3 = ctx.config["data"], ctx.config["method_a"]["phase3"]
     kw: dict[str, Any] = {"before": {f2: True, f1: False}, "after": {f1: True, f2: False}, "image_size": ctx.image_size,
                           "batch_size": int(d["batch_size"]), "val_fraction": 0.0, "seed": int(seed),
-                          "num_workers": int(d.get("num_workers", 0))}
+                          "num_workers": int(d["num_workers"])}
     if ctx.synthetic:
         kw.update(source="synthetic", num_samples=int(p3["num_samples"]),
                   synthetic={"joint_fraction": d["joint_fraction"], "cache": bool(d["cache"])})
     else:
-        kw.update(source=ctx.source, root=d["root"], derived=d.get("derived"))
+        kw.update(source=ctx.source, root=d["root"], derived=d["derived"])
     return SWITCHING_DATA, kw
 
 
@@ -165,8 +165,8 @@ def classifier_data_spec(ctx: Context, seed: int, feature: str, section: dict[st
     d = ctx.config["data"]
     other = [f for f in ctx.features if f != feature][0]
     kw: dict[str, Any] = {"feature": feature, "image_size": ctx.image_size, "bank_dir": bank_dir, "degraded": True,
-                          "batch_size": int(d["batch_size"]), "val_fraction": float(section.get("val_fraction", 0.1)),
-                          "seed": int(seed), "epoch_size": int(section["epoch_size"]), "num_workers": int(d.get("num_workers", 0))}
+                          "batch_size": int(d["batch_size"]), "val_fraction": float(section["val_fraction"]),
+                          "seed": int(seed), "epoch_size": int(section["epoch_size"]), "num_workers": int(d["num_workers"])}
     if ctx.synthetic:
         kw.update(source="synthetic", num_samples=int(section["num_samples"]),
                   synthetic={"joint_fraction": d["joint_fraction"], "cache": bool(d["cache"])})
@@ -191,8 +191,8 @@ def dcgan_kwargs(ctx: Context) -> dict[str, Any]:
     g = ctx.config["gan"]
     return {"image_size": ctx.image_size, "z_dim": int(g["z_dim"]), "g_width": int(g["g_width"]), "d_width": int(g["d_width"]),
             "max_width": int(g["max_width"]), "norm_d": str(g["norm_d"]), "lr_g": float(g["lr"]), "lr_d": float(g["lr"]),
-            "num_fixed": 16, "ema_decay": None if g.get("ema_decay") is None else float(g["ema_decay"]),
-            "ema_rampup": None if g.get("ema_rampup") is None else float(g["ema_rampup"]), "augment": g.get("augment")}
+            "num_fixed": 16, "ema_decay": None if g["ema_decay"] is None else float(g["ema_decay"]),
+            "ema_rampup": None if g["ema_rampup"] is None else float(g["ema_rampup"]), "augment": g["augment"]}
 
 
 def _dcgan(ctx: Context) -> Phase1GAN:
@@ -227,7 +227,7 @@ def train_beard_gan(ctx: Context, seed: int, work: Path) -> Trained:
 def train_joint_gan(ctx: Context, seed: int, work: Path) -> Trained:
     """(g) Phase1GAN on joint images: deliberately NOT joint-free (a quality reference)."""
     f1, f2 = ctx.features
-    n = ctx.config["joint_gan"].get("num_samples")
+    n = ctx.config["joint_gan"]["num_samples"]
     data = attribute_data(ctx, seed, {f1: True, f2: True}, joint_free=False, num_samples=n)
     c = count_joint(data, ctx.features)
     counts = {"images": c["images"], "labelled": c["labelled"], "joint": c["joint"], "generated": c["generated"]}
@@ -243,8 +243,8 @@ def train_cgan(ctx: Context, seed: int, work: Path) -> Trained:
     module = ConditionalGAN(attributes=[f1, f2], sample_labels={f1: True, f2: True}, image_size=ctx.image_size,
                             z_dim=int(g["z_dim"]), g_width=int(g["g_width"]), d_width=int(g["d_width"]),
                             max_width=int(g["max_width"]), norm_d=str(c["norm_d"]), embed_dim=int(c["embed_dim"]),
-                            lr_g=float(g["lr"]), lr_d=float(g["lr"]), augment=g.get("augment"))
-    trainer, secs = fit(ctx, module, data, work, seed, max_steps=int(c.get("steps") or g["steps"]))
+                            lr_g=float(g["lr"]), lr_d=float(g["lr"]), augment=g["augment"])
+    trainer, secs = fit(ctx, module, data, work, seed, max_steps=int(g["steps"] if c["steps"] is None else c["steps"]))
     save_checkpoint(trainer, work / "generator.ckpt")
     return Trained(_sampler(module, labels={f1: True, f2: True}), secs, {"train": counts})
 
@@ -270,9 +270,9 @@ def method_a_config(ctx: Context, seed: int, key: str) -> dict[str, Any]:
     beta = [float(b) for b in p3["beta"]]
     if variant["no_d2"]:
         alpha[2], beta[1] = 0.0, 0.0
-    trainer: dict[str, Any] = {"accelerator": ctx.config.get("accelerator", "auto"), "devices": 1, "enable_progress_bar": False,
+    trainer: dict[str, Any] = {"accelerator": ctx.config["accelerator"], "devices": 1, "enable_progress_bar": False,
                                "enable_model_summary": False, "num_sanity_val_steps": 0, "limit_val_batches": 0}
-    if ctx.config.get("precision"):
+    if ctx.config["precision"]:
         trainer["precision"] = ctx.config["precision"]
     data1 = attribute_data_spec(ctx, seed, {f1: True, f2: False})
     data2 = classifier_data_spec(ctx, seed, f1, p2, None)  # the pipeline fills bank_dir (phase 1's negatives)
@@ -281,7 +281,7 @@ def method_a_config(ctx: Context, seed: int, key: str) -> dict[str, Any]:
               "f": str(p3["f"]), "f_tau": float(p3["f_tau"]), "lr_g": float(g["lr"]), "lr_d": float(g["lr"]),
               "snapshot_epoch": int(p3["snapshot_epoch"]), "adain_enabled": bool(variant["adain"]),
               "adain_at": str(p3["adain_at"]), "adain_content": str(p3["adain_content"]), "num_fixed": 16,
-              "augment": g.get("augment")}
+              "augment": g["augment"]}
     return {
         "name": f"bench-seed{seed}", "seed": int(seed), "logger": "none", "joint_free": [f1, f2], "trainer": trainer,
         "phase1": {"model": {"class_path": PHASE1_MODEL, "init_args": dcgan_kwargs(ctx)},
@@ -427,7 +427,7 @@ def guided_mixes(ctx: Context, sg_module, clf1, clf2, n: int, sample_seed: int, 
     """
     cfg = ctx.config["method_b"]
     f1, f2 = ctx.features
-    mixer = StyleMixer(sg_module.G_ema, distance=str(cfg["distance"]), batch_size=int(cfg.get("batch_size", 64)))
+    mixer = StyleMixer(sg_module.G_ema, distance=str(cfg["distance"]), batch_size=int(cfg["batch_size"]))
     info: dict[str, Any] = {"styles": cfg["styles"], "distance": getattr(mixer.distance, "name", str(cfg["distance"]))}
     if cfg["styles"] == "sampled":
         pool = int(cfg["pool_factor"]) * n

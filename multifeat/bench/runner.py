@@ -111,14 +111,14 @@ def get_evaluator(ctx: Context, work: Path):
     e = ctx.config["evaluator"]
     if ctx.synthetic:
         with quiet():
-            ev, path = cached_evaluator(ctx.image_size, DEFAULT_ATTRIBUTES, cache_dir=e.get("cache_dir"), seed=int(e["seed"]),
+            ev, path = cached_evaluator(ctx.image_size, DEFAULT_ATTRIBUTES, cache_dir=e["cache_dir"], seed=int(e["seed"]),
                                         max_steps=int(e["max_steps"]), num_samples=int(e["num_samples"]),
                                         width=int(e["width"]), max_width=int(e["max_width"]), log=ctx.log)
         return ev, path
     cfg = {"root": str(Path(ctx.config["data"]["root"]).resolve()), "image_size": ctx.image_size, "attributes": list(DEFAULT_ATTRIBUTES),
-           "derived": ctx.config["data"].get("derived"), **{k: v for k, v in e.items() if k != "cache_dir"}}
+           "derived": ctx.config["data"]["derived"], **{k: v for k, v in e.items() if k != "cache_dir"}}
     key = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder = Path(e["cache_dir"]) if e.get("cache_dir") else work / "evaluator"
+    folder = Path(e["cache_dir"]) if e["cache_dir"] else work / "evaluator"
     path = folder / f"evaluator-celeba-S{ctx.image_size}-{key}.ckpt"
     if not path.is_file():
         ctx.log(f"training an attribute evaluator on CelebA ({ctx.image_size}px, {e['max_steps']} steps) -> {path}")
@@ -132,9 +132,9 @@ def train_celeba_evaluator(ctx: Context, path: Path) -> Path:
     """An :class:`AttributeEvaluator` trained on CelebA's training split (all attribute combinations)."""
     e, d = ctx.config["evaluator"], ctx.config["data"]
     lightning.seed_everything(int(e["seed"]), workers=True, verbose=False)
-    dm = AttributeDataModule(source=ctx.source, root=d["root"], derived=d.get("derived"), image_size=ctx.image_size,
+    dm = AttributeDataModule(source=ctx.source, root=d["root"], derived=d["derived"], image_size=ctx.image_size,
                              attributes=list(DEFAULT_ATTRIBUTES), batch_size=int(d["batch_size"]), val_fraction=0.1,
-                             seed=int(e["seed"]), num_workers=int(d.get("num_workers", 0)))
+                             seed=int(e["seed"]), num_workers=int(d["num_workers"]))
     model = AttributeEvaluator(image_size=ctx.image_size, attributes=DEFAULT_ATTRIBUTES, width=int(e["width"]),
                                max_width=int(e["max_width"]))
     trainer = make_trainer(ctx, path.parent, max_steps=int(e["max_steps"]))
@@ -160,7 +160,7 @@ def real_images(ctx: Context) -> tuple[torch.Tensor, str]:
     if ctx.synthetic:
         return synthetic_real_images(ctx.features, n, ctx.image_size, seed=seed), real_description(ctx)
     d = ctx.config["data"]
-    ds = CelebADataset(d["root"], image_size=ctx.image_size, attributes=list(ctx.features), derived=d.get("derived"),
+    ds = CelebADataset(d["root"], image_size=ctx.image_size, attributes=list(ctx.features), derived=d["derived"],
                        require={f: True for f in ctx.features}, split="all")
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(ds), generator=g)[:n].tolist()
@@ -199,7 +199,7 @@ def run_one(ctx: Context, spec: MethodSpec, seed: int, out: Path, evaluator, rea
         trained.generate_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = evaluate_images(images, ctx.features, evaluator, real, extractor=str(ev["extractor"]),
-                          inception_weights=ev.get("inception_weights"), batch_size=int(ev["batch_size"]),
+                          inception_weights=ev["inception_weights"], batch_size=int(ev["batch_size"]),
                           kid_subsets=int(ev["kid_subsets"]), kid_subset_size=int(ev["kid_subset_size"]),
                           seed=int(ev["sample_seed"]), label=spec.id)
     eval_secs = time.perf_counter() - t0
@@ -265,7 +265,7 @@ def run_benchmark(config: dict[str, Any], out_dir: str | os.PathLike, methods: S
     seed_list = int_list(seeds if seeds is not None else cfg["seeds"], "seeds")
     cfg["seeds"], cfg["methods"] = seed_list, [s.key for s in specs]
     cfg = validate_config(cfg)
-    if cfg.get("threads"):
+    if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
     out = ensure_writable_dir(out_dir)
     phash = protocol_hash(cfg)

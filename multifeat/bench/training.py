@@ -78,10 +78,10 @@ def quiet():
 
 def make_trainer(ctx: Context, root: Path, **kwargs: Any):
     """A quiet Trainer: no logger, no checkpoints of its own, no progress bar (one line per run instead)."""
-    base = {"accelerator": ctx.config.get("accelerator", "auto"), "devices": 1, "logger": False,
+    base = {"accelerator": ctx.config["accelerator"], "devices": 1, "logger": False,
             "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
             "num_sanity_val_steps": 0, "default_root_dir": str(root), "limit_val_batches": 0}
-    if ctx.config.get("precision"):
+    if ctx.config["precision"]:
         base["precision"] = ctx.config["precision"]
     base.update(kwargs)
     return L.Trainer(**base)

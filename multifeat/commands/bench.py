@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--cache-dir", metavar="DIR", help="where the evaluator is cached (default $MULTIFEAT_CACHE/evaluators "
                    "or ~/.cache/multifeat/evaluators)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved protocol as YAML and exit")
+    p.add_argument("--print_config", "--print-config", dest="print_config", action="store_true",
+                   help="print the resolved protocol as YAML and exit")
     return p
 
 
