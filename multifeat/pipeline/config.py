@@ -74,8 +74,30 @@ def apply_data_root(cfg: dict[str, Any]) -> None:
         target.setdefault("root", str(root))
 
 
+def route_init_args(cfg: dict[str, Any], key: str) -> str:
+    """``key`` with ``init_args`` inserted after every section it passes that is in ``class_path`` form
+    and whose next part is neither ``class_path`` nor ``init_args``: ``phase3.model.alpha`` reaches
+    ``phase3.model.init_args.alpha`` when ``phase3.model`` names a class (as jsonargparse's
+    ``--model.alpha`` shorthand does), and stays as it is for a bare mapping."""
+    parts = key.split(".")
+    out: list[str] = []
+    node: Any = cfg
+    for i, part in enumerate(parts):
+        out.append(part)
+        node = node.get(part) if isinstance(node, dict) else None
+        nxt = parts[i + 1] if i + 1 < len(parts) else None
+        if nxt is not None and isinstance(node, dict) and "class_path" in node and nxt not in ("class_path", "init_args"):
+            out.append("init_args")
+            node = node.get("init_args")
+    return ".".join(out)
+
+
 def apply_override(cfg: dict[str, Any], item: str) -> None:
-    """Apply one ``dotted.key=value`` override in place (value parsed as YAML; missing sections are made)."""
+    """Apply one ``dotted.key=value`` override in place (value parsed as YAML; missing sections are made;
+    a key inside a ``class_path`` section goes to its ``init_args``, see :func:`route_init_args`)."""
+    key, sep, value = str(item).partition("=")
+    if sep and key.strip():
+        item = f"{route_init_args(cfg, key.strip())}={value}"
     set_dotted(cfg, item, create=True, example="phase1.trainer.max_epochs=2", what="pipeline config")
 
 
@@ -261,4 +283,4 @@ def joint_free_features(cfg: dict[str, Any]) -> list[str]:
 
 __all__ = ["DEFAULT_CLASSES", "PHASE_CALLBACKS", "PHASE_KEYS", "TOP_KEYS", "apply_data_root", "apply_override",
            "check_sections", "import_class", "inject", "instantiate", "joint_free_features", "load_config",
-           "parse_init_args", "resolved_config", "split_spec", "validate_config"]
+           "parse_init_args", "resolved_config", "route_init_args", "split_spec", "validate_config"]

@@ -76,11 +76,11 @@ def test_eval_argv():
 
 def test_demo_config_is_valid(repo_root):
     cfg = P.load_config(repo_root / "experiments/method_a.yaml")
-    assert cfg["phase1"]["model"]["image_size"] == cfg["phase3"]["data"]["image_size"] == 32
-    snap, epochs = cfg["phase3"]["model"]["snapshot_epoch"], cfg["phase3"]["trainer"]["max_epochs"]
+    assert cfg["phase1"]["model"]["init_args"]["image_size"] == cfg["phase3"]["data"]["init_args"]["image_size"] == 32
+    snap, epochs = cfg["phase3"]["model"]["init_args"]["snapshot_epoch"], cfg["phase3"]["trainer"]["max_epochs"]
     assert 0 < snap < epochs
     celeba = P.load_config(repo_root / "experiments/celeba/method_a.yaml")
-    assert celeba["phase3"]["data"]["source"] == "celeba"
+    assert celeba["phase3"]["data"]["init_args"]["source"] == "celeba"
 
 
 # ---------------------------------------------------------------------------------------------- end to end

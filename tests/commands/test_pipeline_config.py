@@ -88,3 +88,22 @@ def test_print_config_shows_the_resolved_config(tmp_path):
     assert model["init_args"]["z_dim"] == 6 and model["init_args"]["lr_g"] == 0.0002  # the class default, shown
     assert printed["phase3"]["data"]["class_path"] == "multifeat.data.switching.SwitchingDataModule"
     assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+def test_overrides_reach_init_args_of_class_path_sections(tmp_path):
+    cfg = yaml.safe_load(yaml.safe_dump(TINY))
+    cfg["phase1"]["model"] = {"class_path": "multifeat.phases.phase1.Phase1GAN", "init_args": cfg["phase1"]["model"]}
+    loaded = C.load_config(_write(tmp_path, cfg), ["phase1.model.z_dim=6", "phase1.model.init_args.g_width=8",
+                                                   "phase2.model.width=2", "phase1.trainer.max_epochs=1"])
+    assert loaded["phase1"]["model"] == {"class_path": "multifeat.phases.phase1.Phase1GAN",
+                                         "init_args": {**TINY["phase1"]["model"], "z_dim": 6, "g_width": 8}}
+    assert loaded["phase2"]["model"]["width"] == 2  # a bare mapping keeps its keys where they are
+    assert loaded["phase1"]["trainer"]["max_epochs"] == 1
+    assert C.route_init_args(loaded, "phase1.model.class_path") == "phase1.model.class_path"
+    assert C.route_init_args(loaded, "phase9.model.x") == "phase9.model.x"
+
+
+def test_the_shipped_configs_load_and_type_check():
+    for name in ("method_a.yaml", "celeba/method_a.yaml", "celeba_cpu/method_a.yaml"):
+        cfg = C.load_config(REPO / "experiments" / name)
+        assert C.resolved_config(cfg)["phase3"]["model"]["class_path"] == "multifeat.phases.phase3.Phase3GAN"
