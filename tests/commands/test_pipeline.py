@@ -196,15 +196,15 @@ def test_demo_and_celeba_configs_are_joint_free(repo_root):
 
     celeba = P.load_config(repo_root / "experiments/celeba/method_a.yaml")
     assert celeba["joint_free"] == ["bald", "beard"]
-    assert celeba["phase1"]["data"]["require"] == {"bald": True, "beard": False}
-    assert celeba["phase2"]["data"]["require"] == {"beard": False}
+    assert celeba["phase1"]["data"]["init_args"]["require"] == {"bald": True, "beard": False}
+    assert celeba["phase2"]["data"]["init_args"]["require"] == {"beard": False}
     cfg = P.load_config(repo_root / "experiments/method_a.yaml", ["phase1.data.num_samples=256", "phase3.data.num_samples=256",
                                                                   "phase2.data.num_samples=256"])
     assert cfg["joint_free"] == ["bald", "beard"]
     layout = P.RunLayout(Path("/nonexistent"))
     _, data1, _, _ = phases.build_phase(cfg, layout, "phase1")
     _, data3, _, _ = phases.build_phase(cfg, layout, "phase3")
-    kw = {k: v for k, v in cfg["phase2"]["data"].items()}
+    kw = dict(cfg["phase2"]["data"]["init_args"])
     data2 = FeatureClassifierDataModule(**kw)  # the same data without the negative bank (phase 1 has not run)
     for phase, data in (("phase1", data1), ("phase2", data2), ("phase3", data3)):
         counts = phases.check_joint_free(cfg, phase, data)
