@@ -65,7 +65,13 @@ from multifeat.bench.training import Context, Trained, make_trainer, quiet, save
 from multifeat.data import AttributeDataModule, CelebADataset
 from multifeat.errors import ConfigError, DataError
 from multifeat.eval.evaluate import evaluate_images, sample_images, synthetic_real_images
-from multifeat.phases.attribute_evaluator import DEFAULT_ATTRIBUTES, AttributeEvaluator, cached_evaluator, load_evaluator
+from multifeat.phases.attribute_evaluator import (
+    DEFAULT_ATTRIBUTES,
+    AttributeEvaluator,
+    cached_evaluator,
+    load_evaluator,
+)
+from multifeat.pipeline.layout import file_sha256
 from multifeat.utils.files import atomic_write_text, ensure_writable_dir
 
 
@@ -303,7 +309,7 @@ def run_benchmark(config: dict[str, Any], out_dir: str | os.PathLike, methods: S
     log(f"[bench] {cfg['protocol']}: methods {','.join(s.key for s in specs)}, seeds {','.join(map(str, seed_list))}, "
         f"{len(todo)} of {len(specs) * len(seed_list)} runs to do -> {out}")
     evaluator, ev_path = get_evaluator(ctx, out / "work")
-    eval_info = {"path": str(ev_path), "seed": int(cfg["evaluator"]["seed"]), "image_size": int(evaluator.image_size),
+    eval_info = {"path": str(ev_path), "sha256_16": file_sha256(ev_path)[:16], "seed": int(cfg["evaluator"]["seed"]), "image_size": int(evaluator.image_size),
                  "attributes": list(evaluator.attributes), "val_accuracy": dict(evaluator.val_accuracy)}
     real, real_desc = real_images(ctx) if todo else (None, real_description(ctx))
 

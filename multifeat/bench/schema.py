@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from jsonargparse import ArgumentError, ArgumentParser
 
 from multifeat.errors import ConfigError
 
-# jsonargparse reads these annotations at run time: Optional/Union spelled out for it, not ``X | None``.
-# The ``= None`` of the Optional fields is not a default value: jsonargparse treats a required field
+# The ``= None`` of the fields that may be null is not a default value: jsonargparse treats a required field
 # given as null as missing, so a field that may be null needs one. The YAML files still set every key
 # (a protocol is the default protocol merged with the given files, and unknown keys are refused there).
 
@@ -25,10 +24,10 @@ from multifeat.errors import ConfigError
 @dataclass(kw_only=True)
 class DataSection:
     source: Literal["synthetic", "celeba"]
-    root: Optional[str] = None
-    derived: Optional[dict[str, list[str]]] = None
+    root: str | None = None
+    derived: dict[str, list[str]] | None = None
     num_samples: int
-    joint_fraction: Optional[float] = None
+    joint_fraction: float | None = None
     cache: bool
     batch_size: int
     num_workers: int
@@ -41,7 +40,7 @@ class EvaluatorSection:
     num_samples: int
     width: int
     max_width: int
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
 @dataclass(kw_only=True)
 class EvalSection:
     n: int
@@ -49,7 +48,7 @@ class EvalSection:
     real_seed: int
     sample_seed: int
     extractor: Literal["auto", "inception", "evaluator"]
-    inception_weights: Optional[str] = None
+    inception_weights: str | None = None
     batch_size: int
     kid_subsets: int
     kid_subset_size: int
@@ -64,9 +63,9 @@ class GanSection:
     max_width: int
     norm_d: str
     lr: float
-    ema_decay: Optional[float] = None
-    ema_rampup: Optional[float] = None
-    augment: Optional[str] = None
+    ema_decay: float | None = None
+    ema_rampup: float | None = None
+    augment: str | None = None
     steps: int
 
 
@@ -118,7 +117,7 @@ class StyleGANSection:
     channel_base: int
     channel_max: int
     lr: float
-    augment: Optional[str] = None
+    augment: str | None = None
     batch_size: int
     steps: int
 
@@ -143,12 +142,12 @@ class MethodBSection:
 class CGanSection:
     embed_dim: int
     norm_d: str
-    steps: Optional[int] = None  # null: gan.steps
+    steps: int | None = None  # null: gan.steps
 
 
 @dataclass(kw_only=True)
 class JointGanSection:
-    num_samples: Optional[int] = None  # null: every joint image of the source
+    num_samples: int | None = None  # null: every joint image of the source
 
 
 @dataclass(kw_only=True)
@@ -156,11 +155,11 @@ class Protocol:
     protocol: str
     features: list[str]
     image_size: int
-    seeds: Union[list[int], str]  # a list, or "0,1,2"
-    methods: Union[list[str], str]
+    seeds: list[int] | str  # a list, or "0,1,2"
+    methods: list[str] | str
     accelerator: str
-    precision: Optional[Union[str, int]] = None
-    threads: Optional[int] = None
+    precision: str | int | None = None
+    threads: int | None = None
     data: DataSection
     evaluator: EvaluatorSection
     eval: EvalSection

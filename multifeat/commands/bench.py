@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     print(main_table(rows, results["features"]))
     print()
     run = results["run"]
+    ev = results["evaluator"]
+    print(f"Judge: attribute evaluator {ev.get('path')} (sha256 {ev.get('sha256_16') or 'unknown'})")
     print(f"FID/KID extractor: {results['extractor']}; evaluator accuracy: "
           + ", ".join(f"{a} {100 * v:.1f}%" for a, v in (results["evaluator"].get("val_accuracy") or {}).items()))
     print(f"wall {run['wall_seconds']} s, CPU {run['cpu_seconds']} s; load average {run['load_average_start']} -> "

@@ -35,7 +35,14 @@ from multifeat.errors import ConfigError
 from multifeat.io.atomic_checkpoint_io import AtomicCheckpointIO
 from multifeat.loggers import build_logger as _build_logger
 from multifeat.pipeline.checks import d2_check
-from multifeat.pipeline.config import DEFAULT_CLASSES, PHASE_CALLBACKS, inject, instantiate, joint_free_features, split_spec
+from multifeat.pipeline.config import (
+    DEFAULT_CLASSES,
+    PHASE_CALLBACKS,
+    inject,
+    instantiate,
+    joint_free_features,
+    split_spec,
+)
 from multifeat.pipeline.layout import PRODUCES, PhaseResult, RunLayout, config_hash, is_rank_zero
 from multifeat.utils.files import atomic_write_text, ensure_writable_dir
 

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from multifeat.commands import pipeline as P
-from multifeat.pipeline import checks, evaluation, layout as L, phases
 from multifeat.errors import CheckpointError, ConfigError
+from multifeat.pipeline import checks, evaluation, phases
+from multifeat.pipeline import layout as L
 
 TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny_pipeline.yaml").read_text())
 
