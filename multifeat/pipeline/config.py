@@ -197,8 +197,10 @@ def parse_init_args(cls: type, kwargs: dict[str, Any], what: str) -> dict[str, A
         parsed = _class_parser(cls).parse_object(kwargs, defaults=False).as_dict()
     except ArgumentError as e:
         msg = " ".join(str(e).split())
-        key = re.search(r'Parser key "([^"]+)"', msg)
+        key = re.search(r'Parser key "([^"]+)": ', msg)
         where = f"{what}.{key.group(1)}" if key else what
+        if key:
+            msg = msg[key.end():]
         raise ConfigError(f"{where}: not accepted by {cls.__module__}.{cls.__name__}: {msg}") from e
     return {k: parsed.get(k, v) for k, v in kwargs.items()}
 
