@@ -4,49 +4,31 @@ Usage::
 
     multifeat pipeline --config experiments/method_a.yaml [--run-dir runs/demo]
                        [--set phase1.trainer.max_epochs=2 --set phase3.model.f=hinge ...] [--verbose]
+                       [--stop-after PHASE] [--progress-every N] [--print_config]
 
-Run folder (``--run-dir``, default ``runs/<name>``)::
+This module parses the arguments and prints; the work is done by the orchestrator package
+:mod:`multifeat.pipeline` (config, run folder, phases, D2 check, evaluation, summary; see
+``docs/pipeline.md``). Run folder (``--run-dir``, default ``runs/<name>``)::
 
     phase1/{checkpoints,negatives,samples}   G1/D1, the negative bank, sample grids
     phase2/{checkpoints,samples}             D2, a grid of D2's verdicts per image source
     phase3/{checkpoints,samples}             G3/D3/D2/H, sample grids
     eval/{report.md,metrics.json,grids/}     feature rates, joint rate, FID/KID (multifeat evaluate)
-    summary.md, summary.json                 what ran, where everything went, the key numbers
+    summary.md, summary.json                 what ran, where everything went, the key numbers, the judge
     pipeline.log                             what Lightning, W&B and the evaluation printed (``--verbose``: the console)
 
-Every phase folder gets ``config.json`` (the settings it ran with) and, once finished, ``done.json``.
-A phase is **finished** when ``checkpoints/final.ckpt`` and ``done.json`` (written atomically, after
-the checkpoint) both exist. A re-run skips finished phases without touching their files, resumes an
-unfinished one from its ``checkpoints/last.ckpt`` (saved every epoch), and starts the rest.
-Artifacts pass by path: phase 2 reads ``phase1/negatives``; phase 3 reads ``phase1/checkpoints/final.ckpt``
-and ``phase2/checkpoints/final.ckpt``; evaluation reads ``phase3/checkpoints/final.ckpt``. The
-evaluation is redone when a checkpoint it evaluated changed (``eval/done.json`` keeps their SHA-256).
-SIGTERM/SIGINT during a phase save ``checkpoints/last.ckpt`` at that step, print the command that
-resumes and exit with 143/130 (:class:`~multifeat.callbacks.interrupt.InterruptCheckpoint`).
+A re-run skips finished phases, resumes an unfinished one from ``checkpoints/last.ckpt`` and starts
+the rest; SIGTERM/SIGINT save a checkpoint, print the command that resumes and exit with 143/130.
 
-Config (YAML; see ``experiments/method_a.yaml``)::
-
-    name: method_a          # run name: default folder runs/<name>, the W&B group
-    seed: 0                 # seed_everything(seed) before each phase
-    logger: wandb           # wandb (offline without an account) | csv | none
-    wandb: {project: multifeat}
-    joint_free: [bald, beard]  # optional: no training set of any phase may hold an image with all of them
-    trainer: {...}          # Trainer arguments shared by every phase
-    phase1: {model: {...}, data: {...}, trainer: {...}, callbacks: {negative_bank: {...}, sample_grid: {...}}}
-    phase2: {model: {...}, data: {...}, trainer: {...}}
-    phase3: {model: {...}, data: {...}, trainer: {...}, callbacks: {sample_grid: {...}}}
-    eval: {enabled: true, baseline: true, args: {features: "bald,beard", n: 256}}
-
-``model`` / ``data`` are the keyword arguments of the phase's default class (Phase1GAN /
-AttributeDataModule, FeatureClassifier / FeatureClassifierDataModule, Phase3GAN / SwitchingDataModule)
-or ``{class_path: ..., init_args: {...}}`` for another class. Paths between phases (``bank_dir``,
-``g1_ckpt``, ``d2_ckpt``), the checkpoint callback, the sample-grid folders, the logger and
-``default_root_dir`` are set by the pipeline. ``callbacks.<name>: false`` drops a callback.
-``eval.args`` are ``multifeat evaluate`` options without the dashes (``evaluator-steps: 300``).
+Config (YAML; see ``experiments/method_a.yaml``): ``name``, ``seed``, ``logger``, ``wandb``,
+``joint_free``, ``data_root``, ``trainer``, ``phase1``-``phase3`` (``model``, ``data``, ``trainer``,
+``callbacks``) and ``eval``. ``model`` / ``data`` are ``{class_path: ..., init_args: {...}}`` blocks
+(or the bare keyword arguments of the phase's default class), parsed and type-checked by jsonargparse
+when the config is loaded. ``--print_config`` prints the resolved config with every class default.
 
 Overrides: ``--set KEY=VALUE`` (repeatable), ``KEY`` a dotted path into the config and ``VALUE``
-parsed as YAML: ``--set phase1.trainer.max_epochs=2``, ``--set phase3.model.alpha=[1,1,0.2]``,
-``--set logger=csv``.
+parsed as YAML: ``--set phase1.trainer.max_epochs=2``, ``--set phase3.model.alpha=[1,1,0.2]`` (a key
+under a ``class_path`` block goes to its ``init_args``), ``--set logger=csv``.
 """
 
 from __future__ import annotations
