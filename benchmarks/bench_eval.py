@@ -54,7 +54,7 @@ def eval_rows(n: int, size: int, device, smoke: bool) -> tuple[list[list], list[
 
     from multifeat.eval.features import EvaluatorFeatures, extract_features, select_extractor
     from multifeat.eval.metrics import fid_from_features
-    from multifeat.phases.attribute_evaluator import AttributeEvaluator
+    from multifeat.eval.evaluator import AttributeEvaluator
 
     notes = []
     torch.manual_seed(0)

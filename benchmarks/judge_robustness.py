@@ -13,10 +13,10 @@ Rows (one table, all sizes):
 
 * ``clean``, ``blur``, ``noise``, ``downsample``, ``jpeg``, ``checkerboard``, ``colour``: accuracy per
   attribute on ``--n`` held-out SyntheticFaces (seed 31 337) and on their degraded views
-  (:func:`~multifeat.phases.attribute_evaluator.degraded_view` at ``--strength``; the labels are the faces'),
+  (:func:`~multifeat.eval.judge_data.degraded_view` at ``--strength``; the labels are the faces'),
 * ``clean balanced``: balanced accuracy ((TPR + TNR) / 2) on the clean faces,
 * ``non-face noise``, ``checkerboard``, ``blobs``, ``smear``: the rate at which each feature is reported on
-  ``--n`` images that are not faces (:func:`~multifeat.phases.attribute_evaluator.nonface_images`, seed 123;
+  ``--n`` images that are not faces (:func:`~multifeat.eval.judge_data.nonface_images`, seed 123;
   smears made from the held-out faces). A trustworthy judge keeps these at or below 5 %;
 * ``G1 samples`` (with ``--g1-steps N``): the rate of each feature on ``--n`` samples of a Phase-1 G1
   trained for N steps on bald faces **without beards** (``experiments/phase1.yaml`` settings, batch 32,
@@ -39,12 +39,7 @@ def measure(evaluator, size: int, n: int, strength: float) -> list[tuple[str, li
     import torch
 
     from multifeat.data import SyntheticFaces
-    from multifeat.phases.attribute_evaluator import (
-        NONFACE_KINDS,
-        balanced_accuracy,
-        degradation_accuracy,
-        nonface_images,
-    )
+    from multifeat.eval.judge_data import NONFACE_KINDS, balanced_accuracy, degradation_accuracy, nonface_images
 
     ds = SyntheticFaces(num_samples=n, image_size=size, seed=31_337)
     items = ds.__getitems__(list(range(n)))
@@ -96,7 +91,7 @@ def main(argv=None) -> int:
         args.sizes, args.steps, args.n = [16], 4, 16
         args.g1_steps = min(args.g1_steps, 2)
     C.quiet_lightning()
-    from multifeat.phases.attribute_evaluator import load_evaluator, train_evaluator
+    from multifeat.eval.evaluator import load_evaluator, train_evaluator
 
     variants = [("robust", True)] + ([("plain", False)] if args.baseline else [])
     C.print_header("Attribute evaluator: accuracy (%) on degraded faces, feature rate (%) on non-face images", notes=[

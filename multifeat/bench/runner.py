@@ -12,7 +12,7 @@ Protocol (:mod:`multifeat.bench.protocol`; values in ``multifeat/bench/protocols
 - methods ``a``-``g`` (:data:`multifeat.bench.methods.METHODS`), each trained for every seed
   (default 0, 1, 2); ``b``, ``c`` and ``d`` share phases 1 and 2 of a seed;
 - every method's ``n`` samples (noise seeds ``sample_seed + i`` per chunk, the same for every method)
-  are judged by one attribute evaluator (:func:`~multifeat.phases.attribute_evaluator.cached_evaluator`,
+  are judged by one attribute evaluator (:func:`~multifeat.eval.evaluator.cached_evaluator`,
   trained on all attribute combinations with its own seed): feature rates, the joint rate with its
   Wilson 95 % interval, FID and KID against the real joint images (extractor named in the results),
   and diversity (mean pairwise distance in the evaluator's feature space, as a ratio to the real images').
@@ -105,7 +105,7 @@ def _loadavg() -> list[float] | None:
 # ------------------------------------------------------------------------------------ evaluator and real images
 def get_evaluator(ctx: Context, work: Path):
     """The judge: ``cached_evaluator`` on SyntheticFaces (its own seed), or one trained on CelebA."""
-    from multifeat.phases.attribute_evaluator import DEFAULT_ATTRIBUTES, cached_evaluator, load_evaluator
+    from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES, cached_evaluator, load_evaluator
 
     e = ctx.config["evaluator"]
     if ctx.synthetic:
@@ -132,7 +132,7 @@ def train_celeba_evaluator(ctx: Context, path: Path) -> Path:
     import lightning as L
 
     from multifeat.data import AttributeDataModule
-    from multifeat.phases.attribute_evaluator import DEFAULT_ATTRIBUTES, AttributeEvaluator
+    from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES, AttributeEvaluator
 
     e, d = ctx.config["evaluator"], ctx.config["data"]
     L.seed_everything(int(e["seed"]), workers=True, verbose=False)

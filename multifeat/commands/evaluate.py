@@ -102,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     from multifeat.eval.evaluate import (
         DEFAULT_REAL_SEED,
-        cached_celeba_evaluator,
         check_evaluator_matches,
         check_features,
         checkpoint_data_source,
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from multifeat.eval.features import find_inception_weights, select_extractor
     from multifeat.eval.folders import list_images, load_image_folder
-    from multifeat.phases.attribute_evaluator import DEFAULT_ATTRIBUTES, cached_evaluator, load_evaluator
+    from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES, cached_celeba_evaluator, cached_evaluator, load_evaluator
     from multifeat.utils.files import ensure_writable_dir
 
     if args.n < 2:

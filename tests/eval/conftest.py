@@ -36,7 +36,7 @@ def colour_evaluator():
 
 
 def _train(path, steps, size=32, num_samples=2048):
-    from multifeat.phases.attribute_evaluator import train_evaluator
+    from multifeat.eval.evaluator import train_evaluator
 
     # one intra-op thread: on a busy 2-core machine two threads make these small convolutions
     # many times slower, and one gives the same result on every machine
