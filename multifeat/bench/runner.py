@@ -12,7 +12,7 @@ Protocol (:mod:`multifeat.bench.protocol`; values in ``multifeat/bench/protocols
 - methods ``a``-``g`` (:data:`multifeat.bench.methods.METHODS`), each trained for every seed
   (default 0, 1, 2); ``b``, ``c`` and ``d`` share phases 1 and 2 of a seed;
 - every method's ``n`` samples (noise seeds ``sample_seed + i`` per chunk, the same for every method)
-  are judged by one attribute evaluator (:func:`~multifeat.eval.evaluator.cached_evaluator`,
+  are judged by one attribute evaluator (:func:`~multifeat.eval.evaluator_cache.cached_evaluator`,
   trained on all attribute combinations with its own seed): feature rates, the joint rate with its
   Wilson 95 % interval, FID and KID against the real joint images (extractor named in the results),
   and diversity (mean pairwise distance in the evaluator's feature space, as a ratio to the real images').
@@ -105,7 +105,8 @@ def _loadavg() -> list[float] | None:
 # ------------------------------------------------------------------------------------ evaluator and real images
 def get_evaluator(ctx: Context, work: Path):
     """The judge: ``cached_evaluator`` on SyntheticFaces (its own seed), or one trained on CelebA."""
-    from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES, cached_evaluator, load_evaluator
+    from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES, load_evaluator
+    from multifeat.eval.evaluator_cache import cached_evaluator
 
     e = ctx.config["evaluator"]
     if ctx.synthetic:

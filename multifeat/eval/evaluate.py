@@ -22,7 +22,6 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -237,6 +236,7 @@ def evaluate_images(
         "image_size": int(evaluator.image_size),
         "val_accuracy": dict(getattr(evaluator, "val_accuracy", {}) or {}),
         "path": str(getattr(evaluator, "checkpoint_path", "") or "") or None,
+        "sha256": _file_sha256(getattr(evaluator, "checkpoint_path", None)),
     }
     if extra:
         result.update(extra)
@@ -283,6 +283,13 @@ def sample_images(sample_fn: Callable[..., torch.Tensor], n: int, seed: int = 0,
             x = transform(x)
         chunks.append(x.detach().float().cpu())
     return torch.cat(chunks)
+
+
+def _file_sha256(path) -> str | None:
+    """SHA-256 (hex) of the evaluator's file, or None when it has none (an in-memory evaluator)."""
+    from multifeat.eval.shipped import file_sha256
+
+    return file_sha256(path) if path and os.path.isfile(path) else None
 
 
 def _finite_or_none(obj):
@@ -388,6 +395,7 @@ def render_report(result: dict[str, Any], compare: Sequence[dict[str, Any]] = ()
         "## Evaluator",
         "",
         f"Attribute classifier at {ev['image_size']} px" + (f" from `{ev['path']}`" if ev.get("path") else "")
+        + (f" (SHA-256 `{ev['sha256']}`)" if ev.get("sha256") else "")
         + "; it is trained separately from any generator's feature classifier.",
         "",
     ]

@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +45,18 @@ import torch.nn.functional as F
 from torchmetrics.classification import MultilabelAccuracy
 
 from multifeat.errors import CheckpointError, ConfigError
-from multifeat.eval.judge_data import nonface_rates, robust_batch
+from multifeat.eval.immature import (
+    IMMATURE_SEED,
+    IMMATURE_STEPS,
+    ImmatureBank,
+    check_immature_steps,
+    immature_bank,
+    immature_batch,
+)
+from multifeat.eval.judge_data import auroc_per_column, balanced_accuracy, nonface_rates, robust_batch
 from multifeat.nets.classifier import ConvClassifier
 from multifeat.phases.base import PhaseModule
-from multifeat.utils.files import atomic_write_bytes, ensure_writable_dir
+from multifeat.utils.files import atomic_write_bytes
 
 #: Seed of the SyntheticFaces draw the evaluator is trained on by default; the training phases use
 #: small seeds (0, 1, ...), so the evaluator never sees a generator's training images.
@@ -76,6 +83,15 @@ class AttributeEvaluator(PhaseModule):
             negatives) instead of the clean batches. Default True.
         degrade_prob: probability that a face of a batch is replaced by a degraded view. Default 0.5.
         nonface_fraction: non-face images appended per batch, as a fraction of its size. Default 0.25.
+        immature_fraction: samples of briefly trained generators appended per batch, as a fraction of
+            its size (:mod:`multifeat.eval.immature`): each is a negative of the feature its generator
+            never saw, its other attributes masked out of the loss. None (default): 0.25 when the data
+            module serves SyntheticFaces (the generators are SyntheticFaces generators), else 0.
+        immature_steps: batches after which those generators are sampled.
+        immature_seed: seed of the generators' bank.
+        balance: weight each attribute's positives by (negatives / positives) of the training data
+            (capped at 50) in the loss, so a rare attribute (CelebA's ``bald``: 4.5 %) is learned; the
+            data module must offer ``positive_rates()`` (:class:`multifeat.eval.judge_celeba.EvaluatorDataModule`).
 
     Shapes: ``forward(x [N,3,S,S]) -> logits [N, A]``; ``features(x) -> [N, feature_dim]``.
     Batches are dicts ``{"image": [B,3,S,S], "attrs": [B, A_data]}``; when the data module exposes
@@ -98,6 +114,10 @@ class AttributeEvaluator(PhaseModule):
         robust: bool = True,
         degrade_prob: float = 0.5,
         nonface_fraction: float = 0.25,
+        immature_fraction: float | None = None,
+        immature_steps: Sequence[int] = IMMATURE_STEPS,
+        immature_seed: int = IMMATURE_SEED,
+        balance: bool = False,
     ) -> None:
         super().__init__()
         attributes = [str(a) for a in attributes]
@@ -123,6 +143,19 @@ class AttributeEvaluator(PhaseModule):
         if not 0.0 <= float(nonface_fraction) <= 4.0:
             raise ConfigError(f"nonface_fraction must be in [0, 4] (non-face images per labelled image), got {nonface_fraction}")
         self.hparams.update(robust=bool(robust), degrade_prob=float(degrade_prob), nonface_fraction=float(nonface_fraction))
+        if immature_fraction is not None and not 0.0 <= float(immature_fraction) <= 4.0:
+            raise ConfigError(f"immature_fraction must be in [0, 4] (generator samples per labelled image) or null, got {immature_fraction}")
+        self.hparams.update(immature_fraction=None if immature_fraction is None else float(immature_fraction),
+                            immature_steps=list(check_immature_steps(immature_steps)), immature_seed=int(immature_seed),
+                            balance=bool(balance))
+        #: per-attribute weight of the positives in the loss (``balance``), set at fit start
+        self.pos_weight: torch.Tensor | None = None
+        self._outputs: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
+        #: the immature-generator fraction in use (``immature_fraction`` resolved at fit start)
+        self.immature_in_use: float = 0.0
+        self._immature: ImmatureBank | None = None
+        #: where the immature-generator bank is cached (None: :func:`default_cache_dir`)
+        self.immature_cache_dir: str | os.PathLike | None = None
         #: feature rates on non-face images at the last validation, ``{kind: {attribute: rate}}``
         self.nonface_rates: dict[str, dict[str, float]] = {}
 
@@ -154,7 +187,18 @@ class AttributeEvaluator(PhaseModule):
     # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit":
+            self._setup_immature(getattr(dm, "source", None))
         names = getattr(dm, "attribute_names", None)
+        if stage == "fit" and self.hparams.get("balance", False):
+            if not callable(getattr(dm, "positive_rates", None)):
+                raise ConfigError("balance: true needs a data module with positive_rates() "
+                                  "(multifeat.eval.judge_celeba.EvaluatorDataModule); got " + type(dm).__name__)
+            rates = dm.positive_rates()
+            missing = [a for a in self.attributes if a not in rates]
+            if missing:
+                raise ConfigError(f"balance: the data module gives no positive rate for {missing}")
+            self.pos_weight = torch.tensor([min(50.0, max(1.0, (1 - rates[a]) / max(rates[a], 1e-6))) for a in self.attributes])
         if names is None:
             self._columns = None
             return
@@ -163,6 +207,15 @@ class AttributeEvaluator(PhaseModule):
         if missing:
             raise ConfigError(f"the data provide attributes {names}; the evaluator asks for {missing} as well")
         self._columns = [names.index(a) for a in self.attributes]
+
+    def _setup_immature(self, source: str | None) -> None:
+        frac = self.hparams.get("immature_fraction")
+        if frac is None:
+            frac = 0.25 if source == "synthetic" else 0.0
+        self.immature_in_use = float(frac) if self.hparams.get("robust", False) else 0.0
+        if self.immature_in_use > 0 and self._immature is None:
+            self._immature = immature_bank(self.image_size, seed=self.hparams.immature_seed, steps=self.hparams.immature_steps,
+                                           cache_dir=self.immature_cache_dir or default_cache_dir())
 
     def _targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         y = batch["attrs"].float()
@@ -174,10 +227,20 @@ class AttributeEvaluator(PhaseModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch["image"], self._targets(batch)
+        mask = None
         if self.hparams.get("robust", False):
             x, y = robust_batch(x, y, self.hparams.degrade_prob, self.hparams.nonface_fraction)
+            m = int(round(self.immature_in_use * batch["image"].shape[0]))
+            if m > 0 and self._immature is not None:
+                xi, yi, mi = immature_batch(self._immature, m, self.attributes)
+                mask = torch.cat([torch.ones_like(y), mi.to(y)])
+                x, y = torch.cat([x, xi.to(x)]), torch.cat([y, yi.to(y)])
         logits = self(x)
-        loss = F.binary_cross_entropy_with_logits(logits, y)
+        pw = None if self.pos_weight is None else self.pos_weight.to(logits)
+        if mask is None:
+            loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pw)
+        else:  # the generator samples count only in the column of the feature their generator never saw
+            loss = (F.binary_cross_entropy_with_logits(logits, y, reduction="none", pos_weight=pw) * mask).sum() / mask.sum()
         self.check_finite(bce=loss)
         self.log("train/bce", loss, prog_bar=True, batch_size=logits.shape[0])
         return loss
@@ -187,6 +250,37 @@ class AttributeEvaluator(PhaseModule):
         y = self._targets(batch)
         self.log("val/bce", F.binary_cross_entropy_with_logits(logits, y), batch_size=logits.shape[0], prog_bar=True)
         self.val_acc.update(torch.sigmoid(logits), y.long())
+        self._outputs["val"].append(torch.cat([torch.sigmoid(logits).detach().float().cpu(), y.float().cpu()], 1))
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Collects probabilities and labels; the epoch end logs ``test/bacc/<attribute>`` (balanced
+        accuracy at ``threshold``), ``test/auroc/<attribute>`` and ``test/acc/<attribute>``."""
+        y = self._targets(batch)
+        p = torch.sigmoid(self(batch["image"]))
+        self._outputs["test"].append(torch.cat([p.detach().float().cpu(), y.float().cpu()], 1))
+
+    def on_test_epoch_start(self) -> None:
+        self._outputs["test"] = []
+
+    def on_validation_epoch_start(self) -> None:
+        self._outputs["val"] = []
+
+    def _collected(self, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        out = torch.cat(self._outputs[stage]) if self._outputs[stage] else torch.zeros(0, 2 * len(self.attributes))
+        self._outputs[stage] = []
+        a = len(self.attributes)
+        return out[:, :a], out[:, a:]
+
+    def on_test_epoch_end(self) -> None:
+        probs, targets = self._collected("test")
+        th = float(self.hparams.threshold)
+        bacc = balanced_accuracy(probs, targets, th)
+        auroc = auroc_per_column(probs, targets)
+        acc = ((probs >= th) == (targets >= 0.5)).float().mean(0) if probs.shape[0] else torch.full((len(self.attributes),), float("nan"))
+        for i, a in enumerate(self.attributes):
+            self.log(f"test/bacc/{a}", bacc[i])
+            self.log(f"test/auroc/{a}", auroc[i])
+            self.log(f"test/acc/{a}", float(acc[i]))
 
     def on_validation_epoch_end(self) -> None:
         acc = self.val_acc.compute()
@@ -195,6 +289,13 @@ class AttributeEvaluator(PhaseModule):
         for a, v in self.val_accuracy.items():
             self.log(f"val/acc_{a}", v)
         self.log("val/acc_min", min(self.val_accuracy.values()), prog_bar=True)
+        probs, targets = self._collected("val")
+        bacc = [b for b in balanced_accuracy(probs, targets, float(self.hparams.threshold))]
+        for a, b in zip(self.attributes, bacc):
+            self.log(f"val/bacc_{a}", b)
+        present = [b for b in bacc if b == b]  # an attribute with one class only in the data has no balanced accuracy
+        if present:
+            self.log("val/bacc_min", min(present))
         # a judge must not see features in noise: rates on fixed non-face images (own generator)
         self.nonface_rates = nonface_rates(self, n=32, seed=0)
         worst = max(r for rates in self.nonface_rates.values() for r in rates.values())
@@ -207,6 +308,9 @@ class AttributeEvaluator(PhaseModule):
     def checkpoint_metadata(self) -> dict[str, Any]:
         meta = super().checkpoint_metadata()
         meta.update({"attributes": list(self.attributes), "image_size": self.image_size, "val_accuracy": dict(self.val_accuracy),
+                     "recipe": {"version": RECIPE_VERSION, "robust": bool(self.hparams.get("robust", False)),
+                                "immature_fraction": self.immature_in_use,
+                                "pos_weight": None if self.pos_weight is None else [float(v) for v in self.pos_weight]},
                      "nonface_rates": {k: dict(v) for k, v in self.nonface_rates.items()}})
         return meta
 
@@ -217,25 +321,13 @@ class AttributeEvaluator(PhaseModule):
         self.nonface_rates = {str(k): {str(a): float(r) for a, r in v.items()} for k, v in (meta.get("nonface_rates") or {}).items()}
 
 
-# ---------------------------------------------------------------------- helpers
-
-
-def evaluator_cache_key(**config: Any) -> str:
-    """Short stable hash of a training configuration (names the cached checkpoint)."""
-    text = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+# ---------------------------------------------------------------------- training and files
 
 
 #: version of the evaluator's training recipe, part of every cache key: 2 = robust training (degraded views,
-#: non-face negatives); files of an older recipe are never reused.
-RECIPE_VERSION = 2
-
-
-def cached_evaluator_path(prefix: str, config: dict[str, Any], cache_dir: str | os.PathLike | None = None) -> Path:
-    """``<cache_dir>/<prefix>-S<size>-<hash of config and the recipe version>.ckpt`` (the cached evaluator's file)."""
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = evaluator_cache_key(**config, version=RECIPE_VERSION)
-    return folder / f"{prefix}-S{int(config['image_size'])}-{key}.ckpt"
+#: non-face negatives); 3 = also immature-generator negatives (:mod:`multifeat.eval.immature`); files of an
+#: older recipe are never reused.
+RECIPE_VERSION = 3
 
 
 def default_cache_dir() -> Path:
@@ -258,13 +350,19 @@ def train_evaluator(
     accelerator: str = "auto",
     enable_progress_bar: bool = False,
     robust: bool = True,
+    immature_fraction: float | None = None,
+    immature_steps: Sequence[int] = IMMATURE_STEPS,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Train an evaluator on SyntheticFaces (all attribute combinations, seed ``seed``) and save it.
 
     Runs ``max_steps`` optimiser steps, then one validation pass whose per-attribute accuracy (and
     the feature rates on non-face images) are stored in the checkpoint. With ``robust`` (default)
     the batches are :func:`robust_batch` es: degraded views that keep their labels, and non-face
-    images that carry no attribute. The checkpoint is written atomically to ``out_path``; returns the path.
+    images that carry no attribute, and samples of briefly trained generators that are negatives of the
+    feature their generator never saw (``immature_fraction``, ``immature_steps``; their bank is cached
+    in ``cache_dir``, default :func:`default_cache_dir`). The checkpoint is written atomically to
+    ``out_path``; returns the path.
     The defaults (width 16, 400 steps) reach about 99 % per attribute at 64 px in a few CPU minutes;
     ``experiments/evaluator.yaml`` trains a larger one.
     """
@@ -277,7 +375,9 @@ def train_evaluator(
     L.seed_everything(seed, workers=True, verbose=False)
     dm = AttributeDataModule(source="synthetic", image_size=image_size, attributes=list(attributes), num_samples=num_samples,
                              synthetic={"cache": image_size <= 128}, batch_size=batch_size, seed=seed)
-    model = AttributeEvaluator(image_size=image_size, attributes=attributes, width=width, max_width=max_width, lr=lr, robust=robust)
+    model = AttributeEvaluator(image_size=image_size, attributes=attributes, width=width, max_width=max_width, lr=lr, robust=robust,
+                               immature_fraction=immature_fraction, immature_steps=immature_steps)
+    model.immature_cache_dir = cache_dir
     trainer = L.Trainer(
         max_steps=max_steps,
         accelerator=accelerator,
@@ -301,101 +401,52 @@ def train_evaluator(
     return out
 
 
-def load_evaluator(path: str | os.PathLike, map_location: Any = "cpu") -> AttributeEvaluator:
-    """Load an evaluator checkpoint (eval mode). Raises :class:`CheckpointError` naming the path if the
-    file is missing, unreadable or not an evaluator checkpoint."""
-    from multifeat.io.checkpoints import load_phase_module
+#: ``format`` of a weights-only evaluator file (:func:`save_evaluator_weights`), as the package ships them.
+WEIGHTS_FORMAT = "multifeat-evaluator-weights/1"
 
-    module = load_phase_module(path, expect_phase="evaluator", map_location=map_location)
+
+def save_evaluator_weights(module: AttributeEvaluator, path: str | os.PathLike, data_source: str = "synthetic") -> str:
+    """Write ``module`` as a weights-only file (float32 tensors, hyper-parameters, the metadata an
+    evaluation report quotes; no optimiser or loop state) atomically to ``path``; returns its SHA-256."""
+    meta = module.checkpoint_metadata()
+    meta["data_source"] = {"source": data_source, "root": None}
+    hp = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(module.hparams).items()}
+    payload = {"format": WEIGHTS_FORMAT, "hyper_parameters": hp, "multifeat": meta,
+               "state_dict": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _load_weights_file(ckpt: dict[str, Any], path: str | os.PathLike) -> AttributeEvaluator:
+    hp = dict(ckpt.get("hyper_parameters") or {})
+    try:
+        module = AttributeEvaluator(**hp)
+        module.load_state_dict(ckpt["state_dict"], strict=True)
+    except (TypeError, KeyError, RuntimeError, ConfigError) as e:
+        raise CheckpointError(f"evaluator weights '{path}' do not match AttributeEvaluator: {str(e).splitlines()[0][:300]}") from e
+    meta = ckpt.get("multifeat") or {}
+    module.val_accuracy = {str(k): float(v) for k, v in (meta.get("val_accuracy") or {}).items()}
+    module.nonface_rates = {str(k): {str(a): float(r) for a, r in v.items()} for k, v in (meta.get("nonface_rates") or {}).items()}
+    return module.eval()
+
+
+def load_evaluator(path: str | os.PathLike, map_location: Any = "cpu") -> AttributeEvaluator:
+    """Load an evaluator checkpoint or weights-only file (eval mode). Raises :class:`CheckpointError`
+    naming the path if the file is missing, unreadable or not an evaluator."""
+    from multifeat.io.checkpoints import load_checkpoint, load_phase_module
+
+    ckpt = load_checkpoint(path, expect_phase="evaluator", map_location=map_location)
+    if ckpt.get("format") == WEIGHTS_FORMAT:
+        module = _load_weights_file(ckpt, path)
+    else:
+        module = load_phase_module(path, expect_phase="evaluator", map_location=map_location)
     if not isinstance(module, AttributeEvaluator):
         raise CheckpointError(f"checkpoint '{path}' holds a {type(module).__name__}, expected an AttributeEvaluator")
     module.checkpoint_path = str(path)
     return module
-
-
-def cached_evaluator(
-    image_size: int,
-    attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
-    cache_dir: str | os.PathLike | None = None,
-    seed: int = DEFAULT_EVALUATOR_SEED,
-    max_steps: int = 400,
-    num_samples: int = 4096,
-    width: int = 16,
-    max_width: int = 64,
-    log=print,
-) -> tuple[AttributeEvaluator, Path]:
-    """Load the evaluator for this configuration from the cache, training it first if it is not there.
-
-    The file is ``<cache_dir>/evaluator-S<size>-<hash of the config>.ckpt``.
-    """
-    cfg = {"image_size": int(image_size), "attributes": list(attributes), "seed": int(seed), "max_steps": int(max_steps),
-           "num_samples": int(num_samples), "width": int(width), "max_width": int(max_width)}
-    path = cached_evaluator_path("evaluator", cfg, cache_dir)
-    if not path.is_file():
-        ensure_writable_dir(path.parent)
-        if log:
-            log(f"training an attribute evaluator ({image_size}px, {max_steps} steps, SyntheticFaces seed {seed}) -> {path}")
-        train_evaluator(image_size=image_size, attributes=attributes, max_steps=max_steps, seed=seed, out_path=path,
-                        num_samples=num_samples, width=width, max_width=max_width)
-    return load_evaluator(path), path
-
-
-def cached_celeba_evaluator(
-    root: str | os.PathLike,
-    image_size: int,
-    attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
-    cache_dir: str | os.PathLike | None = None,
-    max_steps: int = 400,
-    width: int = 16,
-    max_width: int = 64,
-    batch_size: int = 64,
-    seed: int = DEFAULT_EVALUATOR_SEED,
-    accelerator: str = "auto",
-    log: Callable[[str], None] | None = print,
-):
-    """An :class:`AttributeEvaluator` trained on the CelebA copy under ``root`` (cached; trained on first use).
-
-    The file is ``<cache_dir>/evaluator-celeba-S<size>-<hash>.ckpt``; the hash covers the absolute
-    root, the size, the attributes and the training settings. The checkpoint records its data source
-    (``multifeat.data_source``), which :func:`check_evaluator_matches` compares. Returns (evaluator, path).
-    """
-    import lightning as L
-
-    from multifeat.data import AttributeDataModule
-
-    root_abs = str(Path(root).expanduser().resolve())
-    cfg = {"source": "celeba", "root": root_abs, "image_size": int(image_size), "attributes": list(attributes),
-           "seed": int(seed), "max_steps": int(max_steps), "width": int(width), "max_width": int(max_width),
-           "batch_size": int(batch_size)}
-    path = cached_evaluator_path("evaluator-celeba", cfg, cache_dir)
-    if not path.is_file():
-        ensure_writable_dir(path.parent)
-        if log:
-            log(f"training a CelebA attribute evaluator ({image_size}px, {max_steps} steps, CelebA under {root_abs}) -> {path}")
-        L.seed_everything(seed, workers=True, verbose=False)
-        dm = AttributeDataModule(source="celeba", root=str(root), image_size=int(image_size), attributes=list(attributes),
-                                 batch_size=batch_size, seed=seed, val_fraction=0.1)
-        model = AttributeEvaluator(image_size=int(image_size), attributes=list(attributes), width=width, max_width=max_width)
-        trainer = L.Trainer(max_steps=max_steps, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                            default_root_dir=str(path.parent))
-        trainer.fit(model, datamodule=dm)
-        trainer.validate(model, datamodule=dm, verbose=False)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            trainer.save_checkpoint(tmp, weights_only=True)
-            # record the data source where every multifeat checkpoint keeps its metadata
-            from multifeat.io.checkpoints import load_checkpoint
-
-            ckpt = load_checkpoint(tmp)  # weights-only read of the file written just above
-            ckpt.setdefault("multifeat", {})["data_source"] = {"source": "celeba", "root": root_abs}
-            buf = io.BytesIO()
-            torch.save(ckpt, buf)
-            atomic_write_bytes(path, buf.getvalue())
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-    return load_evaluator(path), path
 
 
 __all__ = [
@@ -403,11 +454,9 @@ __all__ = [
     "DEFAULT_ATTRIBUTES",
     "DEFAULT_EVALUATOR_SEED",
     "RECIPE_VERSION",
-    "cached_celeba_evaluator",
-    "cached_evaluator",
-    "cached_evaluator_path",
+    "WEIGHTS_FORMAT",
     "default_cache_dir",
-    "evaluator_cache_key",
     "load_evaluator",
+    "save_evaluator_weights",
     "train_evaluator",
 ]

@@ -265,6 +265,24 @@ def balanced_accuracy(probs: torch.Tensor, targets: torch.Tensor, threshold: flo
     return out
 
 
+def auroc_per_column(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
+    """Per column: the area under the ROC curve, the probability that a random positive scores above a
+    random negative (ties count half); NaN where a class is absent. Rank formula (Mann-Whitney U)."""
+    out = []
+    for a in range(targets.shape[1]):
+        t = targets[:, a] >= 0.5
+        n_pos, n_neg = int(t.sum()), int((~t).sum())
+        if n_pos == 0 or n_neg == 0:
+            out.append(float("nan"))
+            continue
+        _, inverse, counts = torch.unique(probs[:, a].double(), return_inverse=True, return_counts=True)
+        end = torch.cumsum(counts, 0).double()
+        ranks = ((end - counts + 1 + end) / 2)[inverse]  # 1-based ranks; tied scores share their mean rank
+        u = float(ranks[t].sum()) - n_pos * (n_pos + 1) / 2
+        out.append(u / (n_pos * n_neg))
+    return out
+
+
 def nonface_rates(
     evaluator: Any,
     n: int = 200,
@@ -308,6 +326,7 @@ def degradation_accuracy(
 __all__ = [
     "NONFACE_KINDS",
     "VIEW_DEGRADATIONS",
+    "auroc_per_column",
     "balanced_accuracy",
     "degradation_accuracy",
     "degraded_view",

@@ -12,7 +12,7 @@ import torch
 from multifeat.commands import evaluate as E
 from multifeat.errors import ConfigError
 from multifeat.eval.evaluate import checkpoint_data_source, data_source_of
-from multifeat.eval.evaluator import cached_celeba_evaluator
+from multifeat.eval.evaluator_cache import cached_celeba_evaluator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from celeba_fixtures import make_celeba  # noqa: E402

@@ -118,7 +118,7 @@ def test_usage_error_returns_code(capsys):
 def test_without_evaluator_trains_and_caches_one(tmp_path, quick_evaluator_ckpt, monkeypatch, capsys):
     import shutil
 
-    import multifeat.eval.evaluator as ae
+    import multifeat.eval.evaluator_cache as ae
 
     trained = []
 
