@@ -12,7 +12,7 @@ Protocol (:mod:`multifeat.bench.protocol`; values in ``multifeat/bench/protocols
 - methods ``a``-``g`` (:data:`multifeat.bench.methods.METHODS`), each trained for every seed
   (default 0, 1, 2); ``b``, ``c`` and ``d`` share phases 1 and 2 of a seed;
 - every method's ``n`` samples (noise seeds ``sample_seed + i`` per chunk, the same for every method)
-  are judged by one attribute evaluator (:func:`~multifeat.phases.attribute_evaluator.cached_evaluator`,
+  are judged by one attribute evaluator (:func:`~multifeat.eval.evaluator_cache.cached_evaluator`,
   trained on all attribute combinations with its own seed): feature rates, the joint rate with its
   Wilson 95 % interval, FID and KID against the real joint images (extractor named in the results),
   and diversity (mean pairwise distance in the evaluator's feature space, as a ratio to the real images').
@@ -65,12 +65,8 @@ from multifeat.bench.training import Context, Trained, make_trainer, quiet, save
 from multifeat.data import AttributeDataModule, CelebADataset
 from multifeat.errors import ConfigError, DataError
 from multifeat.eval.evaluate import evaluate_images, sample_images, synthetic_real_images
-from multifeat.phases.attribute_evaluator import (
-    DEFAULT_ATTRIBUTES,
-    AttributeEvaluator,
-    cached_evaluator,
-    load_evaluator,
-)
+from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES, AttributeEvaluator, load_evaluator
+from multifeat.eval.evaluator_cache import cached_evaluator
 from multifeat.pipeline.layout import file_sha256
 from multifeat.utils.files import atomic_write_text, ensure_writable_dir
 

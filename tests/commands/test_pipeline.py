@@ -255,7 +255,7 @@ def test_d2_verdict_grid_frames_each_image_by_its_probability(tmp_path):
 
 
 def test_an_evaluator_of_other_data_is_refused_before_any_training(tmp_path, monkeypatch):
-    from multifeat.phases.attribute_evaluator import train_evaluator
+    from multifeat.eval.evaluator import train_evaluator
 
     ev = train_evaluator(image_size=16, max_steps=2, num_samples=32, batch_size=8, out_path=tmp_path / "ev.ckpt",
                          accelerator="cpu")

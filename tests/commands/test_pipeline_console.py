@@ -64,7 +64,7 @@ def test_progress_lines_without_a_terminal(tmp_path):
 
     from multifeat.callbacks.progress import ConsoleProgress
     from multifeat.data import AttributeDataModule
-    from multifeat.phases.attribute_evaluator import AttributeEvaluator
+    from multifeat.eval.evaluator import AttributeEvaluator
 
     buf = io.StringIO()
     dm = AttributeDataModule(source="synthetic", image_size=16, num_samples=40, batch_size=8, val_fraction=0.0)
