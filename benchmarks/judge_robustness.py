@@ -27,7 +27,8 @@ Rows (one table, all sizes):
   beard, so any beard reported there is the judge's mistake.
 
 ``--evaluator shipped`` measures the judge that ships with the package
-(:func:`multifeat.eval.shipped.default_synthetic_evaluator`) instead of training one.
+(:func:`multifeat.eval.shipped.default_synthetic_evaluator`) instead of training one, ``--evaluator PATH``
+an evaluator file.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ def main(argv=None) -> int:
                    "batches on bald, beardless faces (several: sampled after each, one run; default none)")
     p.add_argument("--g1-seed", type=int, default=7, help="seed of that G1 (default 7)")
     p.add_argument("--g1-cache", metavar="DIR", help="keep the G1 samples (and a grid per step) there; reuse them when present")
-    p.add_argument("--evaluator", default="train", choices=("train", "shipped"),
-                   help="train the judge as cached_evaluator does (default), or measure the shipped one")
+    p.add_argument("--evaluator", default="train", metavar="train|shipped|PATH",
+                   help="train the judge as cached_evaluator does (default), measure the shipped one, or an evaluator file")
     args = p.parse_args(argv)
     C.setup_threads(args.threads)
     if args.smoke:
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
     from multifeat.eval.evaluator import load_evaluator, train_evaluator
     from multifeat.eval.immature import IMMATURE_STEPS
 
-    variants = [("shipped", None)] if args.evaluator == "shipped" else [("robust", True)]
+    variants = {"train": [("robust", True)], "shipped": [("shipped", None)]}.get(args.evaluator, [("file", args.evaluator)])
     variants += [("plain", False)] if args.baseline else []
     from multifeat.eval.evaluator import RECIPE_VERSION
 
@@ -156,6 +157,9 @@ def main(argv=None) -> int:
 
                     ev, path, digest = default_synthetic_evaluator(size)
                     print(f"{size} px shipped judge: {path} (sha256 {digest})")
+                elif isinstance(robust, str):
+                    ev = load_evaluator(robust)
+                    print(f"{size} px judge from {robust}")
                 else:
                     path = train_evaluator(image_size=size, max_steps=args.steps, out_path=Path(tmp) / f"ev{size}{label}.ckpt",
                                            num_samples=256 if args.smoke else 4096, batch_size=64, width=16, max_width=64,
@@ -170,7 +174,7 @@ def main(argv=None) -> int:
                     p = ev.predict_proba(images)
                     table.append([size, label, f"G1 samples ({steps} steps, bald, no beard)",
                                   *[100 * float((p[:, i] >= 0.5).float().mean()) for i in range(p.shape[1])]])
-                print(f"{size} px {label}: {'loaded' if robust is None else 'trained'} in {seconds:.0f} s wall")
+                print(f"{size} px {label}: {'trained' if isinstance(robust, bool) else 'loaded'} in {seconds:.0f} s wall")
     print()
     print(C.markdown_table(["size", "judge", "images", *names], table, digits=1))
     return 0

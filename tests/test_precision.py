@@ -90,7 +90,7 @@ def conditional_gan(_):
 
 
 def attribute_evaluator(_):
-    from multifeat.phases import AttributeEvaluator
+    from multifeat.eval.evaluator import AttributeEvaluator
 
     return AttributeEvaluator(image_size=16, width=4, max_width=8), _attr_data(val_fraction=0.25), ("train/bce",), \
         {"limit_val_batches": 1}
