@@ -176,7 +176,7 @@ def draw_real(args: argparse.Namespace) -> int:
     panels = [_parse_beside(b) for b in args.beside]  # read before the data: a wrong path fails fast
     files, images, total = real_faces(args.celeba, require, args.split, args.samples, args.size)
     combo = ",".join(f"{k}={int(v)}" for k, v in require.items())
-    caption = args.caption or f"real CelebA faces, {args.split} split\n{combo}: {len(files)} of {total}"
+    caption = args.caption.replace("\\n", "\n") if args.caption else f"real CelebA faces, {args.split} split\n{combo}: {len(files)} of {total}"
     grid = tile(images, args.cols)
     if args.images_dir:
         for name, img in zip(files, images):
@@ -211,7 +211,8 @@ def main(argv: list[str]) -> int:
     real.add_argument("--split", default="test", choices=["train", "valid", "test", "all"],
                       help="official CelebA split (default: %(default)s)")
     real.add_argument("--cols", type=int, default=4, help="faces per row (default: %(default)s)")
-    real.add_argument("--caption", default=None, help="caption under the real faces (default: the split, the combination and the counts)")
+    real.add_argument("--caption", default=None, help="caption under the real faces ('\\n' breaks the line; default: the split, "
+                                                       "the combination and the counts)")
     real.add_argument("--images-dir", default=None, help="also write the drawn faces as PNG files into this folder")
     real.add_argument("--beside", action="append", default=[], metavar="IMAGE=CAPTION",
                       help="another picture (e.g. a generator's grid) to the left of the real faces, with its caption "

@@ -80,6 +80,11 @@ def test_beside_puts_other_grids_left_of_the_real_faces(tree, tmp_path):
     assert np.array_equal(pic[PAD : PAD + SIZE, x : x + SIZE], first)
     # two caption lines under the taller panel: the picture is taller than panel + one line
     assert pic.shape[0] >= PAD + 30 + 2 * 12
+    # a three-line caption of the real faces makes the picture one line taller than the two-line one
+    out3 = tmp_path / "pic3.png"
+    assert main(["--celeba", str(root), "--size", str(SIZE), "--out", str(out3), "--caption", "a\\nb\\nc",
+                 "--beside", f"{tmp_path / 'g3.png'}=G3\\njoint 1 %"]) == 0
+    assert Image.open(out3).height == pic.shape[0] + 12
 
 
 def test_tile_and_side_by_side_geometry():
