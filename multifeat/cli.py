@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mix": ("multifeat.commands.mix", "Method B: project target images and style-mix them"),
     "evaluate": ("multifeat.commands.evaluate", "measure feature rates, joint rate, FID/KID and diversity"),
     "bench": ("multifeat.commands.bench", "the MultiFeat-Synth benchmark: all methods, several seeds"),
-    "faces": ("multifeat.commands.faces", "draw a labelled grid of SyntheticFaces attribute combinations"),
+    "faces": ("multifeat.commands.faces", "draw labelled face grids: SyntheticFaces combinations or real CelebA faces"),
 }
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
