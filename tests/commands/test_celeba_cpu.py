@@ -52,14 +52,15 @@ def test_bad_data_root_is_a_config_error(tmp_path, value):
 def test_profile_pipeline_is_joint_free_with_one_data_root():
     raw = yaml.safe_load((PROFILE / "method_a.yaml").read_text())
     assert raw["joint_free"] == ["bald", "beard"] and "data_root" in raw
-    assert all("root" not in (raw[p].get("data") or {}) for p in P.PHASES)  # the one key
+    assert all("root" not in raw[p]["data"]["init_args"] for p in P.PHASES)  # the one key
     cfg = P.load_config(PROFILE / "method_a.yaml", ["data_root=/faces"])
-    assert [cfg[p]["data"]["root"] for p in P.PHASES] == ["/faces"] * 3
-    assert cfg["phase1"]["data"]["require"] == {"bald": True, "beard": False}
-    assert cfg["phase2"]["data"]["require"] == {"beard": False}
-    assert cfg["phase3"]["data"]["before"] == {"beard": True, "bald": False}
-    assert cfg["phase3"]["data"]["after"] == {"bald": True, "beard": False}
-    m1, m3 = cfg["phase1"]["model"], cfg["phase3"]["model"]
+    data = {p: cfg[p]["data"]["init_args"] for p in P.PHASES}
+    assert [data[p]["root"] for p in P.PHASES] == ["/faces"] * 3
+    assert data["phase1"]["require"] == {"bald": True, "beard": False}
+    assert data["phase2"]["require"] == {"beard": False}
+    assert data["phase3"]["before"] == {"beard": True, "bald": False}
+    assert data["phase3"]["after"] == {"bald": True, "beard": False}
+    m1, m3 = cfg["phase1"]["model"]["init_args"], cfg["phase3"]["model"]["init_args"]
     assert m1["augment"] == m3["augment"] == "bgc" and m1["norm_d"] == m3["norm_d"] == "none"
     assert m1["ema_rampup"] > 0
 
