@@ -104,7 +104,8 @@ SYNTHETIC = {  # SyntheticFaces: few faces, 16 px
     "phase2.yaml": ["--data.init_args.num_samples", "64", "--model.init_args.image_size", "16", "--data.init_args.image_size", "16"],
     "phase3.yaml": ["--data.init_args.num_samples", "64", "--data.init_args.image_size", "16"],
     "cgan.yaml": ["--data.init_args.num_samples", "64", "--model.init_args.image_size", "16", "--data.init_args.image_size", "16"],
-    "evaluator.yaml": ["--data.init_args.num_samples", "64"],
+    # the immature-generator bank from generators sampled after 1 and 2 batches (the recipe's trains for hundreds)
+    "evaluator.yaml": ["--data.init_args.num_samples", "64", "--model.init_args.immature_steps", "[1, 2]"],
     "stylegan2.yaml": ["--data.init_args.num_samples", "32", "--model.init_args.image_size", "16", "--data.init_args.image_size", "16"],
 }
 CELEBA = {  # the generated CelebA-like tree: CPU, float32, no loader workers, 16 px
@@ -178,8 +179,9 @@ def test_readme_commands_from_another_directory_with_absolute_paths(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("folder", ["experiments", "experiments/celeba", "experiments/celeba_cpu"])
-def test_every_config_fits_into_its_own_run_folder(tmp_path, folder):
+def test_every_config_fits_into_its_own_run_folder(tmp_path, folder, monkeypatch):
     """Every LightningCLI config of ``folder`` (name order: phase 1 before 2 before 3) in one working dir."""
+    monkeypatch.setenv("MULTIFEAT_CACHE", str(tmp_path / "cache"))  # the evaluator's immature-generator bank
     configs = [p for p in sorted((REPO / folder).glob("*.yaml")) if is_lightning_config(p)]
     assert configs
     extra = SYNTHETIC

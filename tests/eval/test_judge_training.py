@@ -34,7 +34,9 @@ def test_immature_batch_is_a_negative_of_the_missing_feature_only():
         assert mask[row].tolist() == want, (row, bank.lacks[i])
 
 
+@pytest.mark.slow
 def test_immature_bank_is_deterministic_and_cached(tmp_path):
+    """Three banks of four tiny generators (about 15 s: each renders its 1024 training faces)."""
     a = train_immature_generators(16, seed=5, steps=(1, 2), per_snapshot=2)
     b = train_immature_generators(16, seed=5, steps=(1, 2), per_snapshot=2)
     c = train_immature_generators(16, seed=6, steps=(1, 2), per_snapshot=2)
