@@ -74,7 +74,8 @@ def reconstruction_lpips(mixer: StyleMixer, vgg_weights: str | os.PathLike | Non
     try:
         return build_distance("lpips", vgg_weights, lpips_weights).to(mixer.device), None
     except LPIPSWeightsMissingError as e:
-        return None, " ".join(str(e).split())
+        # the message's last advice (another projection distance) does not apply to judging reconstructions
+        return None, " ".join(str(e).split()).split(" Or choose the weight-free")[0]
 
 
 @torch.no_grad()
@@ -206,6 +207,11 @@ def mix_projected_targets(
             entry.update(lpips=[round(float(x), 4) for x in d], mean_lpips=round(float(d.mean()), 4))
         recon[side] = entry
     layers = layer_effects(mixer, proj_a, proj_b, guide_1, guide_2)
+    guide = {"p1_projections_a": round(float(_probs(guide_1, proj_a.images).mean()), 4),
+             "p1_projections_b": round(float(_probs(guide_1, proj_b.images).mean()), 4),
+             "p2_projections_a": round(float(_probs(guide_2, proj_a.images).mean()), 4),
+             "p2_projections_b": round(float(_probs(guide_2, proj_b.images).mean()), 4)}
+    recon["guide"] = guide
     judged = None
     if judge_1 is not None:
         judged = {"threshold": threshold,
@@ -252,13 +258,20 @@ def render_report(result: ProjectedTargetMix, generator: str = "", min_gain: flo
         j = result.judged
         lines += ["", f"## Judged (probability >= {j['threshold']})", "",
                   f"| images | n | {f1} | {f2} | joint ({f1} and {f2}) | joint 95 % Wilson CI |", "|---|---|---|---|---|---|"]
-        for key, label in (("targets_a", f"{f1} targets"), ("projections_a", f"their projections"),
+        for key, label in (("targets_a", f"{f1} targets"), ("projections_a", "their projections"),
                            ("targets_b", f"{f2} targets"), ("projections_b", "their projections"), ("mixes", "**mixes**")):
             r = j[key]
             lo, hi = r["joint"]["ci95"]
             lines.append(f"| {label} | {r['joint']['n']} | {_pct(r['feature_1']['rate'])} | {_pct(r['feature_2']['rate'])} | "
                          f"{_pct(r['joint']['rate'])} | {_pct(lo)} – {_pct(hi)} |")
-    lines += ["", "## What each style layer carries (single-layer swaps, guide classifiers)", "",
+    g = rec.get("guide")
+    lines += ["", "## What each style layer carries (single-layer swaps, guide classifiers)", ""]
+    if g:
+        lines += [f"The guides on the projections: mean P({f1}) {g['p1_projections_a']:.3f} for the {f1} projections and "
+                  f"{g['p1_projections_b']:.3f} for the {f2} ones; mean P({f2}) {g['p2_projections_b']:.3f} for the {f2} "
+                  f"projections and {g['p2_projections_a']:.3f} for the {f1} ones. A feature the guide does not see in "
+                  "its own projection cannot be found in any layer.", ""]
+    lines += [
               f"gain {f1}: P({f1}) of the {f2} projection with only this layer from the {f1} projection, minus P({f1}) "
               f"of the {f2} projection; gain {f2}: the reverse.", "",
               f"| ws index | band (px) | P({f1}) with layer from a | gain {f1} | P({f2}) with layer from b | gain {f2} |",

@@ -47,9 +47,8 @@ def test_profile_reads_the_config_and_refuses_others(tmp_path):
 def test_synth_profile_builds_and_trains_on_joint_free_faces():
     """experiments/stylegan2_synth.yaml: its model and data arguments are accepted as they stand, and the
     data is MultiFeat-Synth (no bald AND bearded face among the training images)."""
-    import yaml
-
     import speed_stylegan2
+    import yaml
 
     from multifeat.data import AttributeDataModule
     from multifeat.phases.stylegan2ada import StyleGAN2ADA
