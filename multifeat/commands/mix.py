@@ -21,6 +21,15 @@ Writes into ``--out`` (refused if it already holds results, unless ``--overwrite
 * ``projections_grid.png`` — rows: targets a, projections a, targets b, projections b;
 * ``scores.json`` — distance used, reconstruction errors, the layers of every mix, classifier scores
   (when classifiers are given) and the guided search's choices.
+
+Method B as the paper did it (:func:`multifeat.mixing.targets.mix_projected_targets`): with ``--guided``
+and ``--pairing zip``, target ``a_i`` (feature 1 only) is mixed with ``b_i`` (feature 2 only), and the
+command also writes ``pairs_grid.png`` (per pair: a target, its projection, b target, its projection,
+the mix), ``metrics.json`` and ``report.md`` (PSNR, LPIPS when its weights are on disk, the per-layer
+table, and with ``--judge EVALUATOR`` the judged rates with Wilson intervals)::
+
+    multifeat mix --generator runs/stylegan2_synth/checkpoints/last.ckpt --held-out-synthetic 8 --guided \
+        --classifier-a bald_d2.ckpt --classifier-b beard_d2.ckpt --judge evaluator.ckpt --perceptual pixel --out runs/mixt
 """
 
 from __future__ import annotations
