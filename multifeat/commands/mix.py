@@ -21,6 +21,15 @@ Writes into ``--out`` (refused if it already holds results, unless ``--overwrite
 * ``projections_grid.png`` — rows: targets a, projections a, targets b, projections b;
 * ``scores.json`` — distance used, reconstruction errors, the layers of every mix, classifier scores
   (when classifiers are given) and the guided search's choices.
+
+Method B as the paper did it (:func:`multifeat.mixing.targets.mix_projected_targets`): with ``--guided``
+and ``--pairing zip``, target ``a_i`` (feature 1 only) is mixed with ``b_i`` (feature 2 only), and the
+command also writes ``pairs_grid.png`` (per pair: a target, its projection, b target, its projection,
+the mix), ``metrics.json`` and ``report.md`` (PSNR, LPIPS when its weights are on disk, the per-layer
+table, and with ``--judge EVALUATOR`` the judged rates with Wilson intervals)::
+
+    multifeat mix --generator runs/stylegan2_synth/checkpoints/last.ckpt --held-out-synthetic 8 --guided \
+        --classifier-a bald_d2.ckpt --classifier-b beard_d2.ckpt --judge evaluator.ckpt --perceptual pixel --out runs/mixt
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import torch
 from multifeat.errors import ConfigError, DataError
 
 DESCRIPTION = "Method B: project target images (folders a and b) into a StyleGAN2 generator's style space and mix the styles."
-OUTPUT_FILES = ("projections.pt", "grid.png", "projections_grid.png", "scores.json")
+OUTPUT_FILES = ("projections.pt", "grid.png", "projections_grid.png", "scores.json", "metrics.json", "report.md")
 #: ``multifeat.mixing.distance.DISTANCE_KINDS`` and its former names (kept here so that building the
 #: parser does not import the mixing package; a test keeps them equal).
 PERCEPTUAL_CHOICES = ("lpips", "pixel", "vgg16-features", "auto", "lpips-vgg", "pixel-gradient")
@@ -44,11 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="multifeat mix", description=DESCRIPTION,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--generator", required=True, metavar="PATH", help="official .pkl, stylegan2ada .ckpt or network file")
-    p.add_argument("--a", required=True, metavar="DIR", help="target images of feature 1 (e.g. bald faces)")
-    p.add_argument("--b", required=True, metavar="DIR", help="target images of feature 2 (e.g. bearded faces)")
+    p.add_argument("--a", "--bald-targets", dest="a", metavar="DIR", help="target images of feature 1 (e.g. bald faces)")
+    p.add_argument("--b", "--beard-targets", dest="b", metavar="DIR", help="target images of feature 2 (e.g. bearded faces)")
+    p.add_argument("--held-out-synthetic", type=int, default=None, metavar="N",
+                   help="instead of --a/--b: render N SyntheticFaces with feature a only and N with feature b only "
+                        "(seed --target-seed, which no training set uses) into OUT/targets/a and OUT/targets/b")
+    p.add_argument("--target-seed", type=int, default=30000, help="seed of --held-out-synthetic targets")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
-    p.add_argument("--limit", type=int, default=None, help="use at most this many images of each folder")
+    p.add_argument("--limit", "--pairs", dest="limit", type=int, default=None,
+                   help="use at most this many images of each folder (with --pairing zip: this many pairs)")
     g = p.add_argument_group("projection")
     g.add_argument("--space", choices=("w", "w+"), default="w", help="one w for all layers, or one per layer")
     g.add_argument("--steps", type=int, default=1000, help="optimisation steps")
@@ -83,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--penalty-weight", type=float, default=0.1, help="weight of the closeness-to-sources penalty")
     c.add_argument("--penalty-space", choices=("image", "w"), default="image", help="where closeness is measured")
     c.add_argument("--refine-steps", type=int, default=0, help="gradient steps on per-layer interpolation weights")
+    c.add_argument("--judge", metavar="CKPT",
+                   help="attribute evaluator that judges targets, projections and mixes (--feature-a/--feature-b name "
+                        "its columns, default bald/beard); with --guided: metrics.json and report.md. Best another "
+                        "network than the guiding classifiers")
+    c.add_argument("--threshold", type=float, default=0.5, help="probability at which the judge counts a feature present")
     o = p.add_argument_group("run")
     o.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     o.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -138,6 +157,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--guided needs --classifier-a and --classifier-b (checkpoints judging feature 1 and 2)")
     elif bool(args.classifier_a) != bool(args.classifier_b):
         raise ConfigError("give both --classifier-a and --classifier-b, or neither")
+    if args.held_out_synthetic is not None:
+        if args.a or args.b:
+            raise ConfigError("--held-out-synthetic renders the targets itself; drop --a / --b")
+        if args.held_out_synthetic < 1:
+            raise ConfigError(f"--held-out-synthetic must be >= 1, got {args.held_out_synthetic}")
+    elif not (args.a and args.b):
+        raise ConfigError("give the target folders --a (--bald-targets) and --b (--beard-targets), or --held-out-synthetic N")
+    if args.judge and args.pairing != "zip":
+        raise ConfigError("--judge pairs targets one to one: use --pairing zip")
     out = Path(args.out)
     existing = [f for f in OUTPUT_FILES if (out / f).exists()]
     if existing and not args.overwrite:
@@ -151,6 +179,16 @@ def main(argv: list[str] | None = None) -> int:
                        batch_size=args.batch_size)
     del G
     res = mixer.resolution
+    feature_a, feature_b = args.feature_a or "bald", args.feature_b or "beard"
+    if args.held_out_synthetic is not None:
+        from multifeat.mixing.targets import write_synthetic_targets
+
+        ensure_writable_dir(out)
+        for side, feat, other in (("a", feature_a, feature_b), ("b", feature_b, feature_a)):
+            write_synthetic_targets(out / "targets" / side, feat, other, args.held_out_synthetic, res, args.target_seed)
+        args.a, args.b = str(out / "targets" / "a"), str(out / "targets" / "b")
+        print(f"held-out targets: {args.held_out_synthetic} SyntheticFaces with {feature_a} and without {feature_b} "
+              f"-> {args.a}, and the reverse -> {args.b} (seed {args.target_seed})")
     targets_a, names_a = load_targets(args.a, res, args.limit)
     targets_b, names_b = load_targets(args.b, res, args.limit)
     from multifeat.mixing.layers import pair_indices
@@ -166,12 +204,35 @@ def main(argv: list[str] | None = None) -> int:
         scorers = (load_probability_fn(args.classifier_a, args.feature_a, args.device),
                    load_probability_fn(args.classifier_b, args.feature_b, args.device))
     ensure_writable_dir(out)
+    judges = None
+    if args.judge:
+        judges = (load_probability_fn(args.judge, feature_a, args.device), load_probability_fn(args.judge, feature_b, args.device))
     print(f"generator: {args.generator} ({res} px, {mixer.num_ws} ws); distance: {mixer.distance.description}")
+    from multifeat.mixing.targets import reconstruction_lpips
 
-    kw = dict(space=args.space, num_steps=args.steps, seed=args.seed, progress=not args.no_progress,
+    lpips = reconstruction_lpips(mixer, args.vgg_weights, args.lpips_weights)
+    if lpips[0] is None:
+        print(f"reconstruction quality: PSNR only. LPIPS not computed: {lpips[1]}")
+    else:
+        print("reconstruction quality: PSNR and LPIPS (VGG16)")
+
+    kw = dict(space=args.space, num_steps=args.steps, progress=not args.no_progress,
               w_avg_samples=args.w_avg_samples, initial_learning_rate=args.lr, optimize_noise=not args.no_noise_opt)
-    proj_a = mixer.project(targets_a, **kw)
-    proj_b = mixer.project(targets_b, **kw)
+    targeted = None
+    if args.guided and args.pairing == "zip":
+        from multifeat.mixing.targets import mix_projected_targets
+
+        if len(names_a) != len(names_b):
+            raise ConfigError(f"--pairing zip needs as many a as b targets; got {len(names_a)} and {len(names_b)} (use --pairs N)")
+        targeted = mix_projected_targets(
+            mixer, targets_a, targets_b, scorers[0], scorers[1], judge_1=judges[0] if judges else None,
+            judge_2=judges[1] if judges else None, features=(feature_a, feature_b), seed=args.seed, search=args.search,
+            combine=args.combine, penalty_weight=args.penalty_weight, threshold=args.threshold, lpips=lpips,
+            penalty_space=args.penalty_space, refine_steps=args.refine_steps, noise=args.noise, **kw)
+        proj_a, proj_b = targeted.proj_a, targeted.proj_b
+    else:
+        proj_a = mixer.project(targets_a, seed=args.seed, **kw)
+        proj_b = mixer.project(targets_b, seed=args.seed, **kw)
 
     for side, proj, names in (("a", proj_a, names_a), ("b", proj_b, names_b)):
         for i, (img, name) in enumerate(zip(proj.images, names)):
@@ -192,9 +253,10 @@ def main(argv: list[str] | None = None) -> int:
                        for side, proj, names in (("a", proj_a, names_a), ("b", proj_b, names_b))},
     }
     if args.guided:
-        result = mixer.guided_mix(proj_a, proj_b, scorers[0], scorers[1], pairing=args.pairing, noise=args.noise,
-                                  search=args.search, combine=args.combine, penalty_weight=args.penalty_weight,
-                                  penalty_space=args.penalty_space, refine_steps=args.refine_steps)
+        result = targeted.guided if targeted is not None else mixer.guided_mix(
+            proj_a, proj_b, scorers[0], scorers[1], pairing=args.pairing, noise=args.noise, search=args.search,
+            combine=args.combine, penalty_weight=args.penalty_weight, penalty_space=args.penalty_space,
+            refine_steps=args.refine_steps)
         images = result.images
         ia = torch.tensor([p["index_a"] for p in result.pairs])
         ib = torch.tensor([p["index_b"] for p in result.pairs])
@@ -238,6 +300,20 @@ def main(argv: list[str] | None = None) -> int:
     pgrid, pwidth = _pad_rows([targets_a, proj_a.images.cpu(), targets_b, proj_b.images.cpu()])
     save_grid(pgrid, out / "projections_grid.png", nrow=pwidth, upscale=args.upscale)
     atomic_write_text(out / "scores.json", json.dumps(scores, indent=2) + "\n")
+    if targeted is not None:
+        from multifeat.mixing.targets import render_report
+
+        save_grid(targeted.grid_rows(), out / "pairs_grid.png", nrow=5, upscale=args.upscale)
+        metrics = {"generator": str(args.generator), "resolution": res, "num_ws": mixer.num_ws,
+                   "files_a": names_a, "files_b": names_b, **targeted.to_dict()}
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(out / "report.md", render_report(targeted, str(args.generator)))
+        if targeted.judged is not None:
+            j = targeted.judged["mixes"]["joint"]
+            print(f"mixes judged {feature_a} and {feature_b}: {j['count']}/{j['n']} = {100 * j['rate']:.1f} % "
+                  f"(95 % CI {100 * j['ci95'][0]:.1f}-{100 * j['ci95'][1]:.1f} %)")
+        print(f"wrote pairs_grid.png (rows: {feature_a} target | projection | {feature_b} target | projection | mix), "
+              f"metrics.json and report.md to {out}")
     print(f"wrote {images.shape[0]} mix(es), grid.png, projections.pt and scores.json to {out}")
     return 0
 
