@@ -28,6 +28,7 @@ SCRIPTS = {
     "phase1_overhead": ("bench_phase1_overhead", []),
     "phase1_flops": ("bench_phase1_flops", []),
     "stylegan2": ("bench_stylegan2", []),
+    "stylegan2_speed": ("speed_stylegan2", []),
     "data": ("speed_data", None),
     "loading": ("bench_loading", []),
     "small_data": ("bench_small_data", []),

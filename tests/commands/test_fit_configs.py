@@ -98,6 +98,9 @@ TINY = {
     "stylegan2.yaml": ["--trainer.max_steps", "3", "--data.init_args.batch_size", "4", "--model.init_args.num_fixed", "4",
                        "--model.init_args.channel_base", "256", "--model.init_args.channel_max", "32",
                        "--model.init_args.z_dim", "16", "--model.init_args.w_dim", "16"],
+    "stylegan2_synth.yaml": ["--trainer.max_steps", "3", "--data.init_args.batch_size", "4", "--model.init_args.num_fixed", "4",
+                             "--model.init_args.channel_base", "256", "--model.init_args.channel_max", "32",
+                             "--model.init_args.z_dim", "16", "--model.init_args.w_dim", "16"],
 }
 SYNTHETIC = {  # SyntheticFaces: few faces, 16 px
     "phase1.yaml": ["--data.init_args.num_samples", "64", "--model.init_args.image_size", "16", "--data.init_args.image_size", "16"],
@@ -107,6 +110,7 @@ SYNTHETIC = {  # SyntheticFaces: few faces, 16 px
     # the immature-generator bank from generators sampled after 1 and 2 batches (the recipe's trains for hundreds)
     "evaluator.yaml": ["--data.init_args.num_samples", "64", "--model.init_args.immature_steps", "[1, 2]"],
     "stylegan2.yaml": ["--data.init_args.num_samples", "32", "--model.init_args.image_size", "16", "--data.init_args.image_size", "16"],
+    "stylegan2_synth.yaml": ["--data.init_args.num_samples", "32", "--model.init_args.image_size", "16", "--data.init_args.image_size", "16"],
 }
 CELEBA = {  # the generated CelebA-like tree: CPU, float32, no loader workers, 16 px
     "phase1.yaml": ["--model.init_args.image_size", "16", "--data.init_args.image_size", "16", "--model.init_args.num_fixed", "4",
