@@ -25,6 +25,10 @@ finished epochs; default 500) G3 is copied into the frozen generator ``H`` (:att
     image:    tanh(AdaIN(content=H's RGB map before tanh, style=G3's RGB map before tanh))
 
 and this combined image is what D3, D2, both losses, :meth:`sample` and the evaluation see.
+H is a copy of the live G3 (``snapshot_source="live"``, default) or of an exponential moving average
+of G3 (``"ema"``: ``ema <- d·ema + (1-d)·G3`` after every G3 update from the start of phase 3,
+``d = snapshot_ema_decay``; BatchNorm statistics copied from G3), so H is not one noisy point of
+the adversarial trajectory. The average (:attr:`g3_ema`) is kept in the checkpoint only with ``"ema"``.
 AdaIN keeps the *spatial layout* of its content and imposes the *per-channel statistics* of its
 style. H is frozen at the end of the feature-2 stage, when G3's faces carry both features (feature 2
 from the data, feature 1 from D2); after the switch the data carry feature 1 only and D3 pushes
@@ -70,6 +74,7 @@ from multifeat.io.checkpoints import _import_class, checkpoint_meta, load_checkp
 from multifeat.losses import ALPHA_DEFAULT, BETA_DEFAULT, check_weights, make_f, phase3_d_loss, phase3_g_loss
 from multifeat.nets.adain import adain
 from multifeat.nets.dcgan import NORMS, DCGANDiscriminator, DCGANGenerator
+from multifeat.nets.ema import EMA, check_decay
 from multifeat.nets.growth import GrownGenerator, normalise_add_blocks, parse_point
 from multifeat.phases.gan import (
     GANModule,
@@ -142,6 +147,8 @@ class Phase3GAN(GANModule):
         d_width, norm_d: D3's width / normalisation when not initialised from D1 (None: D1's).
         g1_use_ema: take G1 from Phase 1's EMA generator when it kept one (default True).
         snapshot_epoch: epoch (0-based) at whose start G3 is copied into H; None: never. Default 500.
+        snapshot_source: ``"live"`` (default: H = G3 at the snapshot) or ``"ema"`` (H = the EMA of G3).
+        snapshot_ema_decay: decay of that EMA per G3 update, in [0, 1). Default 0.999.
         switch_epoch: first epoch trained on feature-1 images; None (default): ``snapshot_epoch``.
         adain_at: ``"feat<R>"`` (the R x R feature map of G3, e.g. ``"feat16"``, default) or ``"image"``.
         adain_enabled: combine G3 and H with AdaIN after the snapshot (default True).
@@ -181,6 +188,8 @@ class Phase3GAN(GANModule):
         g1_use_ema: bool = True,
         snapshot_epoch: int | None = 500,
         switch_epoch: int | None = None,
+        snapshot_source: str = "live",
+        snapshot_ema_decay: float = 0.999,
         adain_at: str = "feat16",
         adain_enabled: bool = True,
         adain_content: str = "h",
@@ -204,6 +213,9 @@ class Phase3GAN(GANModule):
         for name, e in (("snapshot_epoch", snapshot_epoch), ("switch_epoch", switch_epoch)):
             if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 0):
                 raise ConfigError(f"{name} must be an integer >= 0 or null, got {e!r}")
+        if snapshot_source not in ("live", "ema"):
+            raise ConfigError(f"snapshot_source must be 'live' (H = G3) or 'ema' (H = an EMA of G3), got {snapshot_source!r}")
+        check_decay(snapshot_ema_decay, "snapshot_ema_decay")
         if adain_content not in ("g3", "h"):
             raise ConfigError(f"adain_content must be 'h' (H content, G3 style) or 'g3' (the reverse), got {adain_content!r}")
         if norm_d is not None and norm_d not in NORMS:
@@ -225,6 +237,7 @@ class Phase3GAN(GANModule):
         self.discriminator: DCGANDiscriminator | None = None
         self.d2: nn.Module | None = None
         self.h: GrownGenerator | None = None
+        self.g3_ema: EMA | None = None
         # state that must survive a resume: whether H holds the snapshot, and when it was taken
         self.register_buffer("snapshot_taken", torch.zeros((), dtype=torch.bool))
         self.register_buffer("snapshot_at_epoch", torch.full((), -1, dtype=torch.long))
@@ -301,6 +314,8 @@ class Phase3GAN(GANModule):
             self.discriminator.load_state_dict(d1.state_dict())
         self.d2.load_state_dict(p2.state_dict())
         self.h.load_state_dict(self.generator.state_dict())
+        if self.g3_ema is not None:
+            self.g3_ema.copy_from(self.generator)
         freeze(self.d2)
         freeze(self.h)
 
@@ -328,6 +343,8 @@ class Phase3GAN(GANModule):
         self.discriminator = d3
         self.d2 = freeze(d2)
         self.h = freeze(copy.deepcopy(self.generator))
+        if hp.snapshot_source == "ema":
+            self.g3_ema = EMA(self.generator, float(hp.snapshot_ema_decay))
         self._point = parse_point(hp.adain_at, self.generator.resolutions)
         self.z_dim = g1.z_dim
         self.hparams.update(
@@ -368,9 +385,10 @@ class Phase3GAN(GANModule):
 
     @torch.no_grad()
     def take_snapshot(self) -> None:
-        """Copy G3 (weights and batch-norm statistics) into the frozen H."""
+        """Copy G3, or its EMA with ``snapshot_source="ema"`` (weights and batch-norm statistics), into the frozen H."""
         self.check_ready()
-        self.h.load_state_dict(self.generator.state_dict())
+        source = self.g3_ema.module if self.g3_ema is not None else self.generator
+        self.h.load_state_dict(source.state_dict())
         freeze(self.h)
         self.snapshot_taken.fill_(True)
         self.snapshot_at_epoch.fill_(int(self.current_epoch) if self._trainer is not None else -1)
@@ -501,6 +519,8 @@ class Phase3GAN(GANModule):
         with self.toggled(opt_g):
             loss_g = phase3_g_loss(self.discriminator(self.d_input(fake)), self.d2_prob(fake), hp.beta, self._f)
             self.optimizer_update(opt_g, loss_g, "loss_g3")
+        if self.g3_ema is not None:
+            self.g3_ema.update(self.generator)
 
         s = self.data_switch_epoch
         return {

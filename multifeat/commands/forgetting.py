@@ -1,0 +1,99 @@
+"""``multifeat forgetting``: Method A's forgetting curves (does G3 keep bald while it learns beard?).
+
+Usage::
+
+    multifeat forgetting --out runs/forgetting                 # experiments/forgetting.yaml
+    multifeat forgetting --quick --out runs/forgetting_quick   # one seed, the paper's f and beta2
+    multifeat forgetting --threads 2 --out runs/forgetting_t2  # the same with two torch threads
+    multifeat forgetting --evaluator judge.ckpt                # another judge (its hash is in every record)
+    multifeat forgetting --print-config
+
+A re-run into the same ``--out`` skips the finished records and reuses the finished trunks and
+phases 1-2. See ``docs/forgetting.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="multifeat forgetting",
+        description="Rates of bald, beard and both in G3's samples every few batches through a long phase 3, for "
+        "Method A without D2 terms (b0), with them (c0), with the data switch (c) and with AdaIN (d_h, d_g3).",
+    )
+    p.add_argument("--config", metavar="YAML", help="values merged on experiments/forgetting.yaml")
+    p.add_argument("--quick", action="store_true", help="the config's quick: section (one seed, the paper's f and beta2)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value (dotted key, YAML value), e.g. phase3.epochs=40; repeatable")
+    p.add_argument("--seeds", metavar="LIST", help="comma-separated seeds (default: the config's)")
+    p.add_argument("--variants", metavar="LIST", help="comma-separated variants among b0,c0,c,d_h,d_g3")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--evaluator", metavar="PATH", help="the judge's checkpoint (default: the cached robust synthetic evaluator)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/forgetting, runs/forgetting_quick with --quick)")
+    p.add_argument("--report-only", action="store_true", help="rewrite table, summary and figure from the records in --out")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from multifeat.bench.forgetting import Experiment, config_hash, load_config, load_judge, planned_runs, read_records
+    from multifeat.bench.forgetting_report import table, write_outputs
+    from multifeat.bench.runner import hardware_info
+
+    overrides = list(args.overrides)
+    if args.seeds:
+        overrides.append(f"seeds=[{args.seeds}]")
+    if args.variants:
+        overrides.append(f"variants=[{args.variants}]")
+    if args.threads is not None:
+        overrides.append(f"threads={int(args.threads)}")
+    if args.evaluator:
+        overrides.append(f"evaluator.path={args.evaluator}")
+    cfg = load_config(args.config, quick=args.quick, overrides=overrides)
+    if args.print_config:
+        import yaml
+
+        print(f"# config hash: {config_hash(cfg)}")
+        print(yaml.safe_dump({k: v for k, v in cfg.items() if k != "quick"}, sort_keys=False), end="")
+        return 0
+    out = args.out or ("runs/forgetting_quick" if args.quick else "runs/forgetting")
+    features = list(cfg["features"])
+    if args.report_only:
+        records = list(read_records(out))
+    else:
+        import torch
+
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg["threads"]))
+        judge = load_judge(cfg)
+        print(f"[forgetting] judge {judge.path} (sha256 {judge.sha256[:16]}); out {out}; torch threads {torch.get_num_threads()}")
+        t0 = time.perf_counter()
+        exp = Experiment(cfg, out, judge)
+        runs = planned_runs(cfg)
+        records = exp.run(runs)
+        command = "multifeat forgetting " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        extra = {"command": command.strip(), "config_hash": exp.hash, "config": {k: v for k, v in cfg.items() if k != "quick"},
+                 "evaluator": judge.info(), "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
+                 "torch_threads": torch.get_num_threads(), "hardware": hardware_info()}
+        files = write_outputs(out, records, features, extra)
+        print()
+        print(table(records, features))
+        print(f"records: {files['records']}  table: {files['table']}  figure: {files['figure']}  "
+              f"({time.perf_counter() - t0:.0f} s this call)")
+        return 0
+    files = write_outputs(out, records, features)
+    print(table(records, features))
+    print(f"table: {files['table']}  figure: {files['figure']}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from multifeat.cli import main as cli_main
+
+    sys.exit(cli_main(["forgetting", *sys.argv[1:]]))
