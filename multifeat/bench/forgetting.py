@@ -315,7 +315,9 @@ class Experiment:
                                     batch_size=int(d["batch_size"]), val_fraction=0.0, seed=int(seed))
         c1 = self._guard(data1, f"forgetting phase 1 ({f1} GAN), seed {seed}")
         g1 = Phase1GAN(image_size=size, z_dim=int(g["z_dim"]), g_width=int(g["g_width"]), d_width=int(g["d_width"]),
-                       max_width=int(g["max_width"]), norm_d=str(g["norm_d"]), lr_g=float(g["lr"]), lr_d=float(g["lr"]), num_fixed=16)
+                       max_width=int(g["max_width"]), norm_d=str(g["norm_d"]), lr_g=float(g["lr"]), lr_d=float(g["lr"]), num_fixed=16,
+                       ema_decay=None if g.get("ema_decay") is None else float(g["ema_decay"]),
+                       ema_rampup=None if g.get("ema_rampup") is None else float(g["ema_rampup"]))
         nb = cfg["phase1"]["negative_bank"]
         bank_dir = root / "phase1" / "negatives"
         bank = NegativeBank(bank_dir=str(bank_dir), first_steps=int(nb["first_steps"]), every_n_steps=int(nb["every_n_steps"]),
@@ -423,6 +425,7 @@ class Experiment:
                "steps": self.epochs * self.bpe, "switch_step": self.switch * self.bpe, "points": points, "final": points[-1],
                "start": {"step": probe.start_step, "state_hash": probe.start_hash,
                          "trunk_end_hash": trunk["end_hash"] if trunk else None},
+               "end_state_hash": state_hash(module),
                "adain_active_at_end": bool(module.adain_active), "snapshot_source": str(self.cfg["phase3"]["snapshot_source"]),
                "samples": samples, "training_sets": {**shared["training_sets"], "phase3": counts},
                "d2_val": shared["d2_val"], "g1_rates": shared["g1_rates"],

@@ -32,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a value (dotted key, YAML value), e.g. phase3.epochs=40; repeatable")
     p.add_argument("--seeds", metavar="LIST", help="comma-separated seeds (default: the config's)")
     p.add_argument("--variants", metavar="LIST", help="comma-separated variants among b0,c0,c,d_h,d_g3")
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per process (default: torch's choice)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="training processes, each taking every N-th seed (default 1); the records do not depend on it")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers for its processes
     p.add_argument("--evaluator", metavar="PATH", help="the judge's checkpoint (default: the cached robust synthetic evaluator)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/forgetting, runs/forgetting_quick with --quick)")
     p.add_argument("--report-only", action="store_true", help="rewrite table, summary and figure from the records in --out")
@@ -42,9 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from multifeat.bench.forgetting import Experiment, config_hash, load_config, load_judge, planned_runs, read_records
+    from multifeat.bench.forgetting import (
+        Experiment,
+        config_hash,
+        load_config,
+        load_judge,
+        planned_runs,
+        read_records,
+    )
     from multifeat.bench.forgetting_report import table, write_outputs
     from multifeat.bench.runner import hardware_info
+    from multifeat.errors import ConfigError
 
     overrides = list(args.overrides)
     if args.seeds:
@@ -65,32 +76,59 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ("runs/forgetting_quick" if args.quick else "runs/forgetting")
     features = list(cfg["features"])
     if args.report_only:
-        records = list(read_records(out))
-    else:
-        import torch
-
-        if cfg.get("threads"):
-            torch.set_num_threads(int(cfg["threads"]))
-        judge = load_judge(cfg)
-        print(f"[forgetting] judge {judge.path} (sha256 {judge.sha256[:16]}); out {out}; torch threads {torch.get_num_threads()}")
-        t0 = time.perf_counter()
-        exp = Experiment(cfg, out, judge)
-        runs = planned_runs(cfg)
-        records = exp.run(runs)
-        command = "multifeat forgetting " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-        extra = {"command": command.strip(), "config_hash": exp.hash, "config": {k: v for k, v in cfg.items() if k != "quick"},
-                 "evaluator": judge.info(), "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
-                 "torch_threads": torch.get_num_threads(), "hardware": hardware_info()}
-        files = write_outputs(out, records, features, extra)
-        print()
-        print(table(records, features))
-        print(f"records: {files['records']}  table: {files['table']}  figure: {files['figure']}  "
-              f"({time.perf_counter() - t0:.0f} s this call)")
+        files = write_outputs(out, list(read_records(out)), features)
+        print(table(list(read_records(out)), features))
+        print(f"table: {files['table']}  figure: {files['figure']}")
         return 0
-    files = write_outputs(out, records, features)
+    import torch
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    t0 = time.perf_counter()
+    if args.worker_index is not None:  # one of the --workers processes: every N-th seed, no outputs
+        cfg["seeds"] = cfg["seeds"][args.worker_index :: args.workers]
+        if cfg["seeds"]:
+            Experiment(cfg, out, load_judge(cfg)).run(planned_runs(cfg))
+        return 0
+    judge = load_judge(cfg)  # trains and caches the default judge once, before any worker starts
+    print(f"[forgetting] judge {judge.path} (sha256 {judge.sha256[:16]}); out {out}; torch threads "
+          f"{torch.get_num_threads()}; {args.workers} process(es)", flush=True)
+    exp = Experiment(cfg, out, judge)
+    runs = planned_runs(cfg)
+    if args.workers > 1:
+        _run_workers(argv if argv is not None else sys.argv[1:], args.workers, judge.path)
+    records = exp.run(runs)  # with workers: every record is there and is only read
+    command = "multifeat forgetting " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    extra = {"command": command.strip(), "config_hash": exp.hash, "config": {k: v for k, v in cfg.items() if k != "quick"},
+             "evaluator": judge.info(), "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
+             "torch_threads": torch.get_num_threads(), "workers": args.workers, "hardware": hardware_info()}
+    files = write_outputs(out, records, features, extra)
+    print()
     print(table(records, features))
-    print(f"table: {files['table']}  figure: {files['figure']}")
+    print(f"records: {files['records']}  table: {files['table']}  figure: {files['figure']}  "
+          f"({time.perf_counter() - t0:.0f} s this call)")
     return 0
+
+
+def _run_workers(argv: list[str], n: int, judge_path: str) -> None:
+    """Run ``n`` copies of this command, copy ``i`` training every ``n``-th seed from the ``i``-th; wait for all.
+    A failing copy stops the others and is reported with its exit status."""
+    import subprocess
+
+    base = [sys.executable, "-m", "multifeat.cli", "forgetting", *argv, "--evaluator", str(judge_path)]
+    procs = [subprocess.Popen([*base, "--worker-index", str(i)]) for i in range(n)]
+    try:
+        codes = [p.wait() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+    bad = [(i, c) for i, c in enumerate(codes) if c]
+    if bad:
+        raise SystemExit(f"multifeat forgetting: worker process(es) {bad} (index, exit status) failed; re-run to resume")
 
 
 if __name__ == "__main__":  # pragma: no cover
