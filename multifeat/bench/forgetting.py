@@ -1,6 +1,6 @@
 """Forgetting curves of Method A: the bald, beard and joint rates of G3 through a long phase 3.
 
-The experiment (``multifeat forgetting``, ``experiments/forgetting.yaml``, ``docs/forgetting.md``):
+The experiment (``multifeat forgetting``, ``experiments/bench_forgetting.yaml``, ``docs/forgetting.md``):
 
 - per seed, one G1 (phase 1 on bald faces without beards, with the negative bank) and one D2 (phase 2:
   bald against not bald, both sides beardless), shared by every phase-3 run of the seed;
@@ -41,7 +41,7 @@ from multifeat.errors import ConfigError
 from multifeat.utils.config import read_yaml_mapping, set_dotted
 from multifeat.utils.files import atomic_torch_save, atomic_write_text, ensure_writable_dir
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "forgetting.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "bench_forgetting.yaml"
 VARIANTS = ("b0", "c0", "c", "d_h", "d_g3")
 BRANCHES = ("c0", "c", "d_h", "d_g3")  # continued from the trunk of their (seed, f, beta2)
 #: keys that choose what is run, not how: they do not change the experiment's hash
@@ -60,7 +60,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any], where: str) -> dict[str
 
 
 def load_config(path: str | os.PathLike | None = None, quick: bool = False, overrides: list[str] | tuple = ()) -> dict[str, Any]:
-    """The experiment's values: ``experiments/forgetting.yaml`` (the defaults), then ``path`` merged on
+    """The experiment's values: ``experiments/bench_forgetting.yaml`` (the defaults), then ``path`` merged on
     top key by key, then its ``quick:`` section with ``quick``, then ``KEY=VALUE`` overrides. Validated."""
     cfg = read_yaml_mapping(DEFAULT_CONFIG, "forgetting config", "of experiment settings")
     if path is not None:

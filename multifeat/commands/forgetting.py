@@ -2,7 +2,7 @@
 
 Usage::
 
-    multifeat forgetting --out runs/forgetting                 # experiments/forgetting.yaml
+    multifeat forgetting --out runs/forgetting                 # experiments/bench_forgetting.yaml
     multifeat forgetting --quick --out runs/forgetting_quick   # one seed, the paper's f and beta2
     multifeat forgetting --threads 2 --out runs/forgetting_t2  # the same with two torch threads
     multifeat forgetting --evaluator judge.ckpt                # another judge (its hash is in every record)
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rates of bald, beard and both in G3's samples every few batches through a long phase 3, for "
         "Method A without D2 terms (b0), with them (c0), with the data switch (c) and with AdaIN (d_h, d_g3).",
     )
-    p.add_argument("--config", metavar="YAML", help="values merged on experiments/forgetting.yaml")
+    p.add_argument("--config", metavar="YAML", help="values merged on experiments/bench_forgetting.yaml")
     p.add_argument("--quick", action="store_true", help="the config's quick: section (one seed, the paper's f and beta2)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value (dotted key, YAML value), e.g. phase3.epochs=40; repeatable")
