@@ -204,3 +204,14 @@ def test_interval_and_kept_vs_b0_by_hand():
     assert rows["b0"]["kept_vs_b0"] is None
     md = table(recs, ("bald", "beard"))
     assert "| c0: D2 terms, no switch | identity | 30 | 2 | 100.0 ± 0.0 | 70.0 ± 254.1 | 50.0 ± 0.0 | 25.0 ± 0.0 | 50.0 ± 127.1 |" in md
+
+
+@pytest.mark.slow
+def test_workers_split_seeds_and_give_the_same_records(run, tmp_path):
+    out = tmp_path / "workers"
+    _cli("--config", run["config"], "--evaluator", run["evaluator"], "--out", str(out), "--seeds", "0,1", "--variants", "c0",
+         "--workers", "2")
+    got = _records(out)
+    assert set(got) == {"c0-identity-b30-s0", "c0-identity-b30-s1"}
+    assert got["c0-identity-b30-s0"]["points"] == _records(run["out"])["c0-identity-b30-s0"]["points"]
+    assert len((out / "records.jsonl").read_text().splitlines()) == 2
