@@ -123,14 +123,14 @@ def plot(records: list[dict[str, Any]], features: Sequence[str], path: str | os.
     cells = sorted({(k[1], k[2]) for k in groups if k[0] != "b0"}, key=lambda c: (c[0], -c[1])) or [(None, None)]
     metrics = (f1, f2, "joint")
     pw, ph, left, top, gap_x, gap_y, legend_h = 230, 150, 62, 46, 22, 40, 28 * ((len(VARIANT_NAMES) + 2) // 3)
-    width = left + len(cells) * (pw + gap_x) + 10
+    width = max(left + len(cells) * (pw + gap_x) + 10, 940)
     height = top + len(metrics) * (ph + gap_y) + legend_h + 10
     img = Image.new("RGB", (width, height), "white")
     over = Image.new("RGBA", (width, height), (0, 0, 0, 0))
     d, do = ImageDraw.Draw(img), ImageDraw.Draw(over)
     ft, fa, fs = _font(14), _font(12), _font(10)
-    d.text((left, 8), "G3's rates through phase 3: mean over seeds, band min-max; dotted: snapshot H + data switch",
-           fill="black", font=ft)
+    d.text((8, 8), "G3's rates through phase 3 (judged every few batches): mean over seeds, band: min-max over seeds; "
+           "dotted: snapshot H + data switch", fill="black", font=ft)
     steps_all = sorted({p["step"] for r in records for p in r["points"]})
     x_max = max(steps_all) or 1
     sw = next((r["switch_step"] for r in records), None)
@@ -152,8 +152,7 @@ def plot(records: list[dict[str, Any]], features: Sequence[str], path: str | os.
                     d.line([(xy(sw, 0)[0], yy), (xy(sw, 0)[0], yy + 2)], fill="black")
             if i == 0:
                 d.text((x0 + pw / 2, y0 - 6), f"f = {f}, β2 = {b:g}" if f is not None else "b0", fill="black", font=fa, anchor="md")
-            if j == 0:
-                d.text((4, y0 - 14), f"{m} rate", fill="black", font=fa)
+            d.text((x0 + 4, y0 + 3), f"{m} rate", fill=(90, 90, 90), font=fs)
             if i == len(metrics) - 1:
                 for s in (0, sw, x_max):
                     if s is not None:
