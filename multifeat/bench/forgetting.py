@@ -224,8 +224,10 @@ class Probe(Callback):
     def _judge(self, module, step: int) -> None:
         imgs = to_uint8(module.generate(self.z.to(module.device)))
         self.samples[step] = imgs
+        with torch.no_grad():  # what the frozen D2 believes of the same (stored) images: does G3 fool it?
+            d2 = module.d2_prob((imgs.float() / 127.5 - 1.0).to(module.device)).float().mean().item()
         self.points.append({"step": step, "stage": self.stage_of(step), "adain": bool(module.adain_active),
-                            **{k: round(v, 6) for k, v in self.judge.rates(imgs).items()}})
+                            **{k: round(v, 6) for k, v in self.judge.rates(imgs).items()}, "d2_mean": round(d2, 6)})
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start_step = int(trainer.global_step)

@@ -86,8 +86,10 @@ def test_records_points_and_judge_hash(run):
 
 def test_saved_samples_rejudge_to_the_recorded_rates(run):
     from multifeat.phases.attribute_evaluator import load_evaluator
+    from multifeat.phases.feature_classifier import FeatureClassifier
 
     ev = load_evaluator(run["evaluator"])
+    d2 = FeatureClassifier.load_from_checkpoint(run["out"] / "work" / "s0" / "phase2" / "final.ckpt").eval()
     cols = [list(ev.attributes).index("bald"), list(ev.attributes).index("beard")]
     r = _records(run["out"])["d_h-identity-b30-s0"]
     samples = {}
@@ -101,6 +103,7 @@ def test_saved_samples_rejudge_to_the_recorded_rates(run):
         assert p["bald"] == pytest.approx(present[:, 0].float().mean().item(), abs=1e-6)
         assert p["beard"] == pytest.approx(present[:, 1].float().mean().item(), abs=1e-6)
         assert p["joint"] == pytest.approx(present.all(dim=1).float().mean().item(), abs=1e-6)
+        assert p["d2_mean"] == pytest.approx(d2(x.float() / 127.5 - 1.0).mean().item(), abs=1e-5)  # the seed's frozen D2
 
 
 def test_branches_start_from_exactly_the_trunk(run):
