@@ -453,6 +453,31 @@ def _fmt(rates: dict[str, Any], f1: str = "bald") -> str:
     return ", ".join(f"{k} {100 * float(v):.1f}%" for k, v in rates.items() if k in (f1, "bald", "beard", "joint"))
 
 
+def fill_d2_means(out: str | os.PathLike, records: list[dict[str, Any]]) -> int:
+    """Add ``d2_mean`` (the seed's frozen D2 on the stored samples) to the points of ``records`` that lack it
+    (records of an earlier version), in memory; returns how many points were filled."""
+    from multifeat.phases.feature_classifier import FeatureClassifier
+
+    out, filled, d2s = Path(out), 0, {}
+    for rec in records:
+        todo = [p for p in rec["points"] if "d2_mean" not in p]
+        if not todo:
+            continue
+        seed = rec["seed"]
+        if seed not in d2s:
+            d2s[seed] = FeatureClassifier.load_from_checkpoint(out / "work" / f"s{seed}" / "phase2" / "final.ckpt",
+                                                               map_location="cpu").eval()
+        samples: dict[int, torch.Tensor] = {}
+        for rel in rec["samples"]:
+            samples.update(torch.load(out / rel, map_location="cpu", weights_only=True))
+        with torch.no_grad():
+            for p in todo:
+                p["d2_mean"] = round(d2s[seed](samples[p["step"]].float() / 127.5 - 1.0).float().mean().item(), 6)
+                filled += 1
+        rec["final"] = rec["points"][-1]
+    return filled
+
+
 def read_records(out: str | os.PathLike) -> Iterator[dict[str, Any]]:
     """Every record in ``out/records`` (sorted by file name)."""
     for p in sorted((Path(out) / "records").glob("*.json")):
@@ -460,4 +485,4 @@ def read_records(out: str | os.PathLike) -> Iterator[dict[str, Any]]:
 
 
 __all__ = ["BRANCHES", "DEFAULT_CONFIG", "VARIANTS", "Experiment", "Judge", "Probe", "Run", "batches_per_epoch",
-           "config_hash", "load_config", "load_judge", "planned_runs", "read_records", "state_hash", "to_uint8"]
+           "config_hash", "fill_d2_means", "load_config", "load_judge", "planned_runs", "read_records", "state_hash", "to_uint8"]

@@ -41,11 +41,11 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, 
     return m, float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
 
 
-def _cell(values: Sequence[float], scale: float = 100.0) -> str:
+def _cell(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
     m, hw = mean_interval(values)
     if math.isnan(m):
         return "–"
-    return f"{scale * m:.1f}" + (f" ± {scale * hw:.1f}" if hw is not None else "")
+    return f"{scale * m:.{digits}f}" + (f" ± {scale * hw:.{digits}f}" if hw is not None else "")
 
 
 def group(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
@@ -85,12 +85,13 @@ def _at(rec: dict[str, Any], step: int) -> dict[str, Any]:
 
 
 def table(records: list[dict[str, Any]], features: Sequence[str]) -> str:
-    """Markdown: end-of-phase-3 rates (%) per (variant, f, beta2), mean ± 95 % interval over seeds."""
+    """Markdown: end-of-phase-3 rates (%) per (variant, f, beta2), mean ± 95 % interval over seeds, and the
+    frozen D2's mean probability of feature 1 on the same samples (0-1)."""
     f1, f2 = features
     groups = group(records)
     b0 = {r["seed"]: r for r in groups.get(("b0", None, None), [])}
-    lines = [f"| variant | f | β2 | seeds | {f1} at switch | {f1} | {f2} | joint | {f1} kept vs b0 (points) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| variant | f | β2 | seeds | {f1} at switch | {f1} | {f2} | joint | {f1} kept vs b0 (points) | D2's mean |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key in sorted(groups, key=_order):
         recs = groups[key]
         v, f, b = key
@@ -98,8 +99,10 @@ def table(records: list[dict[str, Any]], features: Sequence[str]) -> str:
         cells = [_cell([r["final"][m] for r in recs]) for m in (f1, f2, "joint")]
         paired = [r["final"][f1] - b0[r["seed"]]["final"][f1] for r in recs if r["seed"] in b0]
         kept = "–" if v == "b0" or not paired else _cell(paired) + ("" if len(paired) == len(recs) else f" ({len(paired)} seeds)")
+        d2 = [r["final"]["d2_mean"] for r in recs if "d2_mean" in r["final"]]
+        d2_cell = _cell(d2, 1.0, 2) if len(d2) == len(recs) else "–"
         lines.append(f"| {VARIANT_NAMES[v]} | {f or '–'} | {'–' if b is None else f'{b:g}'} | {len(recs)} | {sw} | "
-                     f"{' | '.join(cells)} | {kept} |")
+                     f"{' | '.join(cells)} | {kept} | {d2_cell} |")
     return "\n".join(lines) + "\n"
 
 

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from multifeat.bench.forgetting import (
         Experiment,
         config_hash,
+        fill_d2_means,
         load_config,
         load_judge,
         planned_runs,
@@ -76,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ("runs/forgetting_quick" if args.quick else "runs/forgetting")
     features = list(cfg["features"])
     if args.report_only:
-        files = write_outputs(out, list(read_records(out)), features)
-        print(table(list(read_records(out)), features))
+        records = list(read_records(out))
+        n = fill_d2_means(out, records)
+        if n:
+            print(f"[forgetting] D2's mean on {n} stored sample sets computed now (records of an earlier version)")
+        files = write_outputs(out, records, features)
+        print(table(records, features))
         print(f"table: {files['table']}  figure: {files['figure']}")
         return 0
     import torch
