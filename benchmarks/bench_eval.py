@@ -52,9 +52,9 @@ def measure(fn, device) -> float:
 def eval_rows(n: int, size: int, device, smoke: bool) -> tuple[list[list], list[str]]:
     import torch
 
+    from multifeat.eval.evaluator import AttributeEvaluator
     from multifeat.eval.features import EvaluatorFeatures, extract_features, select_extractor
     from multifeat.eval.metrics import fid_from_features
-    from multifeat.phases.attribute_evaluator import AttributeEvaluator
 
     notes = []
     torch.manual_seed(0)

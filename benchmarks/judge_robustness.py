@@ -6,21 +6,28 @@ a feature on images that are not faces. Not a speed benchmark: it trains the eva
     python benchmarks/judge_robustness.py                      # 32 and 64 px, 600 steps (docs/evaluation.md)
     python benchmarks/judge_robustness.py --baseline           # also an evaluator trained without robustness
     python benchmarks/judge_robustness.py --sizes 32 --steps 300
-    python benchmarks/judge_robustness.py --sizes 32 --baseline --g1-steps 200   # + immature G1 samples
+    python benchmarks/judge_robustness.py --sizes 32 --baseline --g1-steps 300 1024   # + samples of a fresh G1
+    python benchmarks/judge_robustness.py --sizes 32 --evaluator shipped --g1-steps 300 1024   # the shipped judge
     python benchmarks/judge_robustness.py --smoke              # tiny, seconds
 
 Rows (one table, all sizes):
 
 * ``clean``, ``blur``, ``noise``, ``downsample``, ``jpeg``, ``checkerboard``, ``colour``: accuracy per
   attribute on ``--n`` held-out SyntheticFaces (seed 31 337) and on their degraded views
-  (:func:`~multifeat.phases.attribute_evaluator.degraded_view` at ``--strength``; the labels are the faces'),
+  (:func:`~multifeat.eval.judge_data.degraded_view` at ``--strength``; the labels are the faces'),
 * ``clean balanced``: balanced accuracy ((TPR + TNR) / 2) on the clean faces,
 * ``non-face noise``, ``checkerboard``, ``blobs``, ``smear``: the rate at which each feature is reported on
-  ``--n`` images that are not faces (:func:`~multifeat.phases.attribute_evaluator.nonface_images`, seed 123;
+  ``--n`` images that are not faces (:func:`~multifeat.eval.judge_data.nonface_images`, seed 123;
   smears made from the held-out faces). A trustworthy judge keeps these at or below 5 %;
-* ``G1 samples`` (with ``--g1-steps N``): the rate of each feature on ``--n`` samples of a Phase-1 G1
-  trained for N steps on bald faces **without beards** (``experiments/phase1.yaml`` settings, batch 32,
-  seed 0): immature, smeared faces. Any beard reported there is the judge's mistake.
+* ``G1 samples`` (with ``--g1-steps N [M ...]``, the probe): the rate of each feature on ``--n`` samples
+  of a fresh Phase-1 G1 trained on bald faces **without beards** with the demo's phase-1 settings
+  (``experiments/method_a.yaml``: z 64, G width 16, D width 32 without normalisation, channel cap 128,
+  Adam 2e-4, batch 32, 2048 faces; seed ``--g1-seed``, default 7, not the seed of the judge's own
+  immature-generator bank), sampled after N (and M, ...) batches of one run. The generator never saw a
+  beard, so any beard reported there is the judge's mistake.
+
+``--evaluator shipped`` measures the judge that ships with the package
+(:func:`multifeat.eval.shipped.default_synthetic_evaluator`) instead of training one.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ def measure(evaluator, size: int, n: int, strength: float) -> list[tuple[str, li
     import torch
 
     from multifeat.data import SyntheticFaces
-    from multifeat.phases.attribute_evaluator import (
+    from multifeat.eval.judge_data import (
         NONFACE_KINDS,
         balanced_accuracy,
         degradation_accuracy,
@@ -64,21 +71,43 @@ def measure(evaluator, size: int, n: int, strength: float) -> list[tuple[str, li
     return rows
 
 
-def immature_g1_samples(size: int, steps: int, n: int):
-    """Samples of a Phase-1 G1 trained ``steps`` steps on bald, beardless SyntheticFaces (seed 0)."""
+def immature_g1_samples(size: int, steps: list[int], n: int, seed: int = 7, out_dir: str | None = None) -> dict:
+    """``{N: samples [n,3,S,S]}``: a Phase-1 G1 with the demo's settings, trained on bald, beardless
+    SyntheticFaces (seed ``seed``) for ``max(steps)`` batches and sampled (seed 0) after each N of ``steps``.
+    With ``out_dir`` the samples (``.pt``) and a grid of each step are kept there, and samples already
+    there are reused (a rerun judges the same images)."""
     import lightning as L
+    import torch
 
     from multifeat.data import AttributeDataModule
     from multifeat.phases.phase1 import Phase1GAN
 
-    L.seed_everything(0, verbose=False)
-    g1 = Phase1GAN(image_size=size, z_dim=64, g_width=16, d_width=16, max_width=128, norm_d="none")
+    wanted = sorted(set(int(s) for s in steps))
+    samples = {}
+    files = {k: Path(out_dir) / f"g1_seed{seed}_{size}px_{k}_n{n}.pt" for k in wanted} if out_dir else {}
+    if files and all(f.is_file() for f in files.values()):
+        return {k: torch.load(f, weights_only=True) for k, f in files.items()}
+
+    class Snap(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step in wanted and trainer.global_step not in samples:
+                samples[trainer.global_step] = module.sample(n, seed=0)
+
+    L.seed_everything(seed, verbose=False)
+    g1 = Phase1GAN(image_size=size, z_dim=64, g_width=16, d_width=32, max_width=128, norm_d="none", lr_g=2e-4, lr_d=2e-4)
     dm = AttributeDataModule(image_size=size, require={"bald": True, "beard": False}, num_samples=2048, batch_size=32,
-                             val_fraction=0.0, synthetic={"cache": True}, seed=0)
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+                             val_fraction=0.0, synthetic={"cache": True}, seed=seed)
+    trainer = L.Trainer(max_steps=wanted[-1], accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[Snap()])
     trainer.fit(g1, datamodule=dm)
-    return g1.sample(n, seed=0)
+    if out_dir:
+        from multifeat.utils.images import save_grid
+
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for k, x in samples.items():
+            save_grid(x[:32], str(Path(out_dir) / f"g1_seed{seed}_{size}px_{k}.png"), upscale=2)
+            torch.save(x, files[k])
+    return samples
 
 
 def main(argv=None) -> int:
@@ -88,41 +117,60 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=256, help="held-out faces and non-face images per kind (default 256)")
     p.add_argument("--strength", type=float, default=0.5, help="strength of every degradation, in [0, 1] (default 0.5)")
     p.add_argument("--baseline", action="store_true", help="also train and measure an evaluator without robust training")
-    p.add_argument("--g1-steps", type=int, default=0, help="also judge samples of a G1 trained this many steps on bald, "
-                   "beardless faces (default 0: no)")
+    p.add_argument("--g1-steps", type=int, nargs="*", default=[], help="also judge samples of a G1 trained this many "
+                   "batches on bald, beardless faces (several: sampled after each, one run; default none)")
+    p.add_argument("--g1-seed", type=int, default=7, help="seed of that G1 (default 7)")
+    p.add_argument("--g1-cache", metavar="DIR", help="keep the G1 samples (and a grid per step) there; reuse them when present")
+    p.add_argument("--evaluator", default="train", choices=("train", "shipped"),
+                   help="train the judge as cached_evaluator does (default), or measure the shipped one")
     args = p.parse_args(argv)
     C.setup_threads(args.threads)
     if args.smoke:
         args.sizes, args.steps, args.n = [16], 4, 16
-        args.g1_steps = min(args.g1_steps, 2)
+        args.g1_steps = [min(s, 2) for s in args.g1_steps]
     C.quiet_lightning()
-    from multifeat.phases.attribute_evaluator import load_evaluator, train_evaluator
+    from multifeat.eval.evaluator import load_evaluator, train_evaluator
+    from multifeat.eval.immature import IMMATURE_STEPS
 
-    variants = [("robust", True)] + ([("plain", False)] if args.baseline else [])
+    variants = [("shipped", None)] if args.evaluator == "shipped" else [("robust", True)]
+    variants += [("plain", False)] if args.baseline else []
+    from multifeat.eval.evaluator import RECIPE_VERSION
+
     C.print_header("Attribute evaluator: accuracy (%) on degraded faces, feature rate (%) on non-face images", notes=[
-        f"training: SyntheticFaces seed 10000, 4096 images, width 16/64, {args.steps} steps, batch 64; "
+        f"training: SyntheticFaces seed 10000, 4096 images, width 16/64, {args.steps} steps, batch 64, recipe "
+        f"{RECIPE_VERSION}; "
         f"test: {args.n} faces (seed 31337), degradation strength {args.strength}, {args.n} non-face images per kind (seed 123)",
     ])
     table = []
     names = None
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            g1_images = immature_g1_samples(size, args.g1_steps, args.n) if args.g1_steps > 0 else None
+            t0 = time.perf_counter()
+            g1_images = immature_g1_samples(size, args.g1_steps, args.n, args.g1_seed, args.g1_cache) if args.g1_steps else {}
+            if g1_images:
+                print(f"{size} px G1 (seed {args.g1_seed}, {max(args.g1_steps)} batches): {time.perf_counter() - t0:.0f} s wall")
             for label, robust in variants:
                 t0 = time.perf_counter()
-                path = train_evaluator(image_size=size, max_steps=args.steps, out_path=Path(tmp) / f"ev{size}{label}.ckpt",
-                                       num_samples=256 if args.smoke else 4096, batch_size=64, width=16, max_width=64,
-                                       accelerator="cpu", robust=robust)
+                if robust is None:
+                    from multifeat.eval.shipped import default_synthetic_evaluator
+
+                    ev, path, digest = default_synthetic_evaluator(size)
+                    print(f"{size} px shipped judge: {path} (sha256 {digest})")
+                else:
+                    path = train_evaluator(image_size=size, max_steps=args.steps, out_path=Path(tmp) / f"ev{size}{label}.ckpt",
+                                           num_samples=256 if args.smoke else 4096, batch_size=64, width=16, max_width=64,
+                                           accelerator="cpu", robust=robust, cache_dir=tmp if args.smoke else None,
+                                           immature_steps=(1, 2) if args.smoke else IMMATURE_STEPS)
+                    ev = load_evaluator(path)
                 seconds = time.perf_counter() - t0
-                ev = load_evaluator(path)
                 names = list(ev.attributes)
                 for row, values in measure(ev, size, args.n, args.strength):
                     table.append([size, label, row, *values])
-                if g1_images is not None:
-                    p = ev.predict_proba(g1_images)
-                    table.append([size, label, f"G1 samples ({args.g1_steps} steps, bald, no beard)",
+                for steps, images in sorted(g1_images.items()):
+                    p = ev.predict_proba(images)
+                    table.append([size, label, f"G1 samples ({steps} steps, bald, no beard)",
                                   *[100 * float((p[:, i] >= 0.5).float().mean()) for i in range(p.shape[1])]])
-                print(f"{size} px {label}: trained in {seconds:.0f} s wall")
+                print(f"{size} px {label}: {'loaded' if robust is None else 'trained'} in {seconds:.0f} s wall")
     print()
     print(C.markdown_table(["size", "judge", "images", *names], table, digits=1))
     return 0

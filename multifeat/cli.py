@@ -9,14 +9,26 @@ named in a YAML config::
 
 The package's own commands (``pipeline``, ``generate``, ``mix``, ``evaluate``, ``bench``, ``faces``)
 live in ``multifeat/commands/<name>.py``, each with a ``main(argv) -> int``.
+
+Lazy loading: this module imports only the standard library and :mod:`multifeat.errors` at load
+time, so that ``multifeat --help`` and every command start without paying for the others. A package
+command's module is imported when it is named (:data:`COMMANDS`); the Lightning commands' machinery
+(``lightning``, ``jsonargparse``, the checkpoint reader, the interrupt callback, all of which import
+torch) is imported inside the functions that build the ``LightningCLI`` (:func:`build_cli`,
+:func:`_parser_class`, :func:`trainer_defaults`, :func:`_merge_ckpt_hparams`). These are the only
+function-level imports of the module.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
+from pathlib import Path
 from typing import Any
+
+from multifeat.errors import CheckpointError, ConfigError, MultifeatError
 
 # Package commands: name -> (module, one-line help). Imported lazily so `--help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -74,10 +86,6 @@ def _merge_ckpt_hparams(cli) -> None:
     another phase than the configured model is refused by name; recorded values that are not
     ``__init__`` arguments (e.g. ``custom_generator``) are left out instead of breaking the parse.
     """
-    import inspect
-    from pathlib import Path
-
-    from multifeat.errors import CheckpointError
     from multifeat.io.checkpoints import _import_class, checkpoint_meta, load_checkpoint
 
     sub = cli.config.get("subcommand")
@@ -178,8 +186,6 @@ def _link_attributes(config: Any) -> None:
 def _check_hparams_agree(trainer, model, datamodule) -> None:
     """Refuse, with a one-line :class:`~multifeat.errors.ConfigError`, the model / data
     hyper-parameters that Lightning would refuse to merge for the logger (same key, different value)."""
-    from multifeat.errors import ConfigError
-
     if datamodule is None or not trainer.loggers:
         return
     if not (getattr(model, "_log_hyperparams", False) and getattr(datamodule, "_log_hyperparams", False)):
@@ -271,8 +277,6 @@ def build_cli(args: list[str] | None = None, run: bool = True):
 def user_error(exc: BaseException):
     """The :class:`~multifeat.errors.MultifeatError` behind ``exc`` (itself, or one in its
     ``__cause__``/``__context__`` chain, e.g. raised inside jsonargparse or ``trainer.fit``), or None."""
-    from multifeat.errors import MultifeatError
-
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:

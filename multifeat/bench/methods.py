@@ -18,15 +18,16 @@ f      f-cgan                ConditionalGAN on all joint-free faces, sampled at 
 g      g-joint-gan           Phase1GAN on joint images: the only method that sees them (a quality reference)
 =====  ====================  ==========================================================================
 
-``b``, ``c`` and ``d`` share Phase 1 (G1 + the negative bank) and Phase 2 (D2) of a seed: they are
-trained once into ``<work>/method_a`` and reused. Each ``train_*`` function returns a
+``b``, ``c`` and ``d`` are Method A run by the pipeline's phase functions (:func:`multifeat.pipeline.phases.run_phase`:
+one way to build, run, resume and mark done a phase) on a config built from the protocol
+(:func:`method_a_config`). They share Phase 1 (G1 + the negative bank) and Phase 2 (D2) of a seed:
+trained once into ``<work>/method_a/phase{1,2}`` and reused; each variant's phase 3 lives in its own folder. Each ``train_*`` function returns a
 :class:`Trained`: a ``sample(k, seed) -> [k, 3, S, S]`` function (or ready images for Method B),
 the training seconds and the guard's counts of every training set.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,22 @@ from multifeat.bench.training import (
     save_checkpoint,
     validation_metrics,
 )
-from multifeat.data.guard import JointFreeDataModule, assert_no_joint
+from multifeat.data.guard import assert_no_joint, count_joint
 from multifeat.errors import ConfigError
-from multifeat.utils.files import atomic_write_text, ensure_writable_dir
+from multifeat.io.checkpoints import load_phase_module
+from multifeat.mixing import StyleMixer
+from multifeat.phases.conditional_gan import ConditionalGAN
+from multifeat.phases.feature_classifier import FeatureClassifier
+from multifeat.phases.phase1 import Phase1GAN
+from multifeat.phases.stylegan2ada import StyleGAN2ADA
+from multifeat.pipeline.config import DEFAULT_CLASSES, instantiate
+from multifeat.pipeline.layout import PhaseResult, RunLayout
+from multifeat.pipeline.phases import Console, run_phase
+
+#: the classes of Method A's phases and their data (the pipeline's defaults), and the other data modules
+(PHASE1_MODEL, ATTRIBUTE_DATA), (CLASSIFIER_MODEL, CLASSIFIER_DATA), (PHASE3_MODEL, SWITCHING_DATA) = (
+    DEFAULT_CLASSES["phase1"], DEFAULT_CLASSES["phase2"], DEFAULT_CLASSES["phase3"])
+JOINT_FREE_DATA = "multifeat.data.guard.JointFreeDataModule"
 
 
 @dataclass(frozen=True)
@@ -103,58 +117,67 @@ def resolve_methods(names: list[str] | str) -> list[MethodSpec]:
 
 
 # ------------------------------------------------------------------------------------ data
-def attribute_data(ctx: Context, seed: int, require: dict[str, bool] | None, *, joint_free: bool = True,
-                   num_samples: int | None = None, batch_size: int | None = None):
-    """An AttributeDataModule of the protocol's source. Synthetic: ``joint_fraction`` of the protocol
-    (0.0) unless ``joint_free=False``; CelebA: joint images removed by :class:`JointFreeDataModule`
-    unless the filter already excludes them or ``joint_free=False``."""
-    from multifeat.data import AttributeDataModule
-
+def attribute_data_spec(ctx: Context, seed: int, require: dict[str, bool] | None, *, joint_free: bool = True,
+                        num_samples: int | None = None, batch_size: int | None = None) -> tuple[str, dict[str, Any]]:
+    """``(class_path, init_args)`` of an attribute data module of the protocol's source. Synthetic:
+    ``joint_fraction`` of the protocol (0.0) unless ``joint_free=False``; CelebA: joint images removed by
+    :class:`JointFreeDataModule` unless the filter already excludes them or ``joint_free=False``."""
     d = ctx.config["data"]
     kw: dict[str, Any] = {"image_size": ctx.image_size, "require": require, "batch_size": int(batch_size or d["batch_size"]),
-                          "val_fraction": 0.0, "seed": int(seed), "num_workers": int(d.get("num_workers", 0))}
+                          "val_fraction": 0.0, "seed": int(seed), "num_workers": int(d["num_workers"])}
     if ctx.synthetic:
         jf = d["joint_fraction"] if joint_free else None
-        return AttributeDataModule(source="synthetic", num_samples=int(num_samples or d["num_samples"]),
-                                   synthetic={"joint_fraction": jf, "cache": bool(d["cache"])}, **kw)
+        return ATTRIBUTE_DATA, {"source": "synthetic", "num_samples": int(num_samples or d["num_samples"]),
+                                "synthetic": {"joint_fraction": jf, "cache": bool(d["cache"])}, **kw}
     f1, f2 = ctx.features
     excludes = bool(require) and (require.get(f1) is False or require.get(f2) is False)
     if joint_free and not excludes:
-        return JointFreeDataModule(exclude_joint=ctx.features, source=ctx.source, root=d["root"], derived=d.get("derived"), **kw)
-    return AttributeDataModule(source=ctx.source, root=d["root"], derived=d.get("derived"), **kw)
+        return JOINT_FREE_DATA, {"exclude_joint": list(ctx.features), "source": ctx.source, "root": d["root"],
+                                 "derived": d["derived"], **kw}
+    return ATTRIBUTE_DATA, {"source": ctx.source, "root": d["root"], "derived": d["derived"], **kw}
 
 
-def switching_data(ctx: Context, seed: int):
+def attribute_data(ctx: Context, seed: int, require: dict[str, bool] | None, *, joint_free: bool = True,
+                   num_samples: int | None = None, batch_size: int | None = None):
+    """The data module of :func:`attribute_data_spec`."""
+    return instantiate(*attribute_data_spec(ctx, seed, require, joint_free=joint_free, num_samples=num_samples,
+                                            batch_size=batch_size), "benchmark data")
+
+
+def switching_data_spec(ctx: Context, seed: int) -> tuple[str, dict[str, Any]]:
     """Phase 3's data: feature-2 images (without feature 1) until the switch, then feature-1 images."""
-    from multifeat.data.switching import SwitchingDataModule
-
     f1, f2 = ctx.features
     d, p3 = ctx.config["data"], ctx.config["method_a"]["phase3"]
-    kw: dict[str, Any] = {"image_size": ctx.image_size, "batch_size": int(d["batch_size"]), "val_fraction": 0.0,
-                          "seed": int(seed), "num_workers": int(d.get("num_workers", 0))}
+    kw: dict[str, Any] = {"before": {f2: True, f1: False}, "after": {f1: True, f2: False}, "image_size": ctx.image_size,
+                          "batch_size": int(d["batch_size"]), "val_fraction": 0.0, "seed": int(seed),
+                          "num_workers": int(d["num_workers"])}
     if ctx.synthetic:
         kw.update(source="synthetic", num_samples=int(p3["num_samples"]),
                   synthetic={"joint_fraction": d["joint_fraction"], "cache": bool(d["cache"])})
     else:
-        kw.update(source=ctx.source, root=d["root"], derived=d.get("derived"))
-    return SwitchingDataModule(before={f2: True, f1: False}, after={f1: True, f2: False}, **kw)
+        kw.update(source=ctx.source, root=d["root"], derived=d["derived"])
+    return SWITCHING_DATA, kw
 
 
-def classifier_data(ctx: Context, seed: int, feature: str, section: dict[str, Any], bank_dir: str | None):
+def classifier_data_spec(ctx: Context, seed: int, feature: str, section: dict[str, Any],
+                         bank_dir: str | None) -> tuple[str, dict[str, Any]]:
     """D2-style data for ``feature``: positives against real negatives, degraded copies (and the bank)."""
-    from multifeat.data import FeatureClassifierDataModule
-
     d = ctx.config["data"]
     other = [f for f in ctx.features if f != feature][0]
     kw: dict[str, Any] = {"feature": feature, "image_size": ctx.image_size, "bank_dir": bank_dir, "degraded": True,
-                          "batch_size": int(d["batch_size"]), "val_fraction": float(section.get("val_fraction", 0.1)),
-                          "seed": int(seed), "epoch_size": int(section["epoch_size"]), "num_workers": int(d.get("num_workers", 0))}
+                          "batch_size": int(d["batch_size"]), "val_fraction": float(section["val_fraction"]),
+                          "seed": int(seed), "epoch_size": int(section["epoch_size"]), "num_workers": int(d["num_workers"])}
     if ctx.synthetic:
         kw.update(source="synthetic", num_samples=int(section["num_samples"]),
                   synthetic={"joint_fraction": d["joint_fraction"], "cache": bool(d["cache"])})
     else:  # CelebA has no joint_fraction: positives and real negatives both lack the other feature
         kw.update(source=ctx.source, root=d["root"], require={other: False})
-    return FeatureClassifierDataModule(**kw)
+    return CLASSIFIER_DATA, kw
+
+
+def classifier_data(ctx: Context, seed: int, feature: str, section: dict[str, Any], bank_dir: str | None):
+    """The data module of :func:`classifier_data_spec`."""
+    return instantiate(*classifier_data_spec(ctx, seed, feature, section, bank_dir), "benchmark classifier data")
 
 
 def guard(ctx: Context, data, what: str) -> dict[str, int]:
@@ -163,16 +186,17 @@ def guard(ctx: Context, data, what: str) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------ DCGANs
-def _dcgan(ctx: Context):
-    from multifeat.phases.phase1 import Phase1GAN
-
+def dcgan_kwargs(ctx: Context) -> dict[str, Any]:
+    """The init arguments of the protocol's DCGAN (:class:`Phase1GAN`: methods a, g and Method A's G1)."""
     g = ctx.config["gan"]
-    return Phase1GAN(image_size=ctx.image_size, z_dim=int(g["z_dim"]), g_width=int(g["g_width"]), d_width=int(g["d_width"]),
-                     max_width=int(g["max_width"]), norm_d=str(g["norm_d"]), lr_g=float(g["lr"]), lr_d=float(g["lr"]),
-                     num_fixed=16,
-                     ema_decay=None if g.get("ema_decay") is None else float(g["ema_decay"]),
-                     ema_rampup=None if g.get("ema_rampup") is None else float(g["ema_rampup"]),
-                     augment=g.get("augment"))
+    return {"image_size": ctx.image_size, "z_dim": int(g["z_dim"]), "g_width": int(g["g_width"]), "d_width": int(g["d_width"]),
+            "max_width": int(g["max_width"]), "norm_d": str(g["norm_d"]), "lr_g": float(g["lr"]), "lr_d": float(g["lr"]),
+            "num_fixed": 16, "ema_decay": None if g["ema_decay"] is None else float(g["ema_decay"]),
+            "ema_rampup": None if g["ema_rampup"] is None else float(g["ema_rampup"]), "augment": g["augment"]}
+
+
+def _dcgan(ctx: Context) -> Phase1GAN:
+    return Phase1GAN(**dcgan_kwargs(ctx))
 
 
 def _sampler(module, **kwargs):
@@ -203,10 +227,8 @@ def train_beard_gan(ctx: Context, seed: int, work: Path) -> Trained:
 def train_joint_gan(ctx: Context, seed: int, work: Path) -> Trained:
     """(g) Phase1GAN on joint images: deliberately NOT joint-free (a quality reference)."""
     f1, f2 = ctx.features
-    n = ctx.config["joint_gan"].get("num_samples")
+    n = ctx.config["joint_gan"]["num_samples"]
     data = attribute_data(ctx, seed, {f1: True, f2: True}, joint_free=False, num_samples=n)
-    from multifeat.data.guard import count_joint
-
     c = count_joint(data, ctx.features)
     counts = {"images": c["images"], "labelled": c["labelled"], "joint": c["joint"], "generated": c["generated"]}
     return _train_dcgan(ctx, data, seed, work, counts)
@@ -214,8 +236,6 @@ def train_joint_gan(ctx: Context, seed: int, work: Path) -> Trained:
 
 def train_cgan(ctx: Context, seed: int, work: Path) -> Trained:
     """(f) ConditionalGAN on all joint-free faces, sampled at (feature 1, feature 2) = (1, 1)."""
-    from multifeat.phases.conditional_gan import ConditionalGAN
-
     f1, f2 = ctx.features
     g, c = ctx.config["gan"], ctx.config["cgan"]
     data = attribute_data(ctx, seed, None)
@@ -223,69 +243,13 @@ def train_cgan(ctx: Context, seed: int, work: Path) -> Trained:
     module = ConditionalGAN(attributes=[f1, f2], sample_labels={f1: True, f2: True}, image_size=ctx.image_size,
                             z_dim=int(g["z_dim"]), g_width=int(g["g_width"]), d_width=int(g["d_width"]),
                             max_width=int(g["max_width"]), norm_d=str(c["norm_d"]), embed_dim=int(c["embed_dim"]),
-                            lr_g=float(g["lr"]), lr_d=float(g["lr"]), augment=g.get("augment"))
-    trainer, secs = fit(ctx, module, data, work, seed, max_steps=int(c.get("steps") or g["steps"]))
+                            lr_g=float(g["lr"]), lr_d=float(g["lr"]), augment=g["augment"])
+    trainer, secs = fit(ctx, module, data, work, seed, max_steps=int(g["steps"] if c["steps"] is None else c["steps"]))
     save_checkpoint(trainer, work / "generator.ckpt")
     return Trained(_sampler(module, labels={f1: True, f2: True}), secs, {"train": counts})
 
 
 # ------------------------------------------------------------------------------------ Method A
-def _shared_hash(ctx: Context) -> str:
-    import hashlib
-
-    keys = {k: ctx.config[k] for k in ("image_size", "features", "data", "gan")}
-    keys["phases"] = {k: v for k, v in ctx.config["method_a"].items() if k != "phase3"}
-    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def method_a_shared(ctx: Context, seed: int, root: Path) -> dict[str, Any]:
-    """Phase 1 (G1 + negative bank) and Phase 2 (D2) of a seed, trained once and reused by b, c and d.
-
-    Files: ``root/phase1/final.ckpt``, ``root/phase1/negatives/``, ``root/phase2/final.ckpt``,
-    ``root/shared.json`` (written last: its presence with the same settings means "done").
-    """
-    from multifeat.callbacks.negative_bank import NegativeBank
-    from multifeat.phases.feature_classifier import FeatureClassifier
-
-    marker = root / "shared.json"
-    h = _shared_hash(ctx)
-    if marker.is_file():
-        done = json.loads(marker.read_text())
-        if done.get("config_hash") == h and (root / "phase1" / "final.ckpt").is_file() and (root / "phase2" / "final.ckpt").is_file():
-            done["reused"] = True
-            return done
-    f1, f2 = ctx.features
-    cfg = ctx.config["method_a"]
-    ensure_writable_dir(root / "phase1")
-    ensure_writable_dir(root / "phase2")
-
-    # phase 1: G1 on feature-1 images without feature 2, the bank of its early samples
-    data1 = attribute_data(ctx, seed, {f1: True, f2: False})
-    c1 = guard(ctx, data1, f"method A phase 1 ({f1} GAN), seed {seed}")
-    g1 = _dcgan(ctx)
-    bank_dir = root / "phase1" / "negatives"
-    nb = cfg["negative_bank"]
-    bank = NegativeBank(bank_dir=str(bank_dir), first_steps=int(nb["first_steps"]), every_n_steps=int(nb["every_n_steps"]),
-                        per_save=int(nb["per_save"]), max_images=int(nb["max_images"]), seed=int(seed), overwrite=True)
-    tr1, s1 = fit(ctx, g1, data1, root / "phase1", seed, callbacks=[bank], max_steps=int(ctx.config["gan"]["steps"]))
-    save_checkpoint(tr1, root / "phase1" / "final.ckpt")
-
-    # phase 2: D2 for feature 1 (positives vs real negatives, the bank, degraded copies)
-    p2 = cfg["phase2"]
-    data2 = classifier_data(ctx, seed, f1, p2, str(bank_dir))
-    c2 = guard(ctx, data2, f"method A phase 2 (D2 for {f1}), seed {seed}")
-    d2 = FeatureClassifier(image_size=ctx.image_size, feature=f1, width=int(p2["width"]), max_width=int(p2["max_width"]),
-                           lr=float(p2["lr"]))
-    tr2, s2 = fit(ctx, d2, data2, root / "phase2", seed, max_epochs=int(p2["epochs"]))
-    save_checkpoint(tr2, root / "phase2" / "final.ckpt")
-    d2_val = validation_metrics(ctx, d2, data2, root / "phase2")
-    done = {"seed": int(seed), "config_hash": h, "phase1_seconds": round(s1, 2), "phase2_seconds": round(s2, 2),
-            "training_sets": {"phase1": c1, "phase2": c2}, "d2_val": d2_val, "bank_images": len(bank.writer or [])
-            if bank.writer is not None else None, "reused": False}
-    atomic_write_text(marker, json.dumps(done, indent=2) + "\n")
-    return done
-
-
 PHASE3_VARIANTS = {
     "b": {"no_d2": True, "adain": False},
     "c": {"no_d2": False, "adain": False},
@@ -293,34 +257,96 @@ PHASE3_VARIANTS = {
 }
 
 
-def train_method_a(ctx: Context, seed: int, work: Path, shared_root: Path, key: str) -> Trained:
-    """(b), (c), (d): Phase 3 on the shared phases 1 and 2 of this seed."""
-    from multifeat.phases.phase3 import Phase3GAN
-
-    shared = method_a_shared(ctx, seed, shared_root)
+def method_a_config(ctx: Context, seed: int, key: str) -> dict[str, Any]:
+    """The pipeline config (:mod:`multifeat.pipeline.config`) of Method-A variant ``key`` (b, c or d) for
+    ``seed``: the protocol's values as ``class_path``/``init_args`` sections of the three phases. Phases 1
+    and 2 are the same for b, c and d (so they are trained once per seed); phase 3 differs."""
+    f1, f2 = ctx.features
+    m = ctx.config["method_a"]
+    g = ctx.config["gan"]
+    nb, p2, p3 = m["negative_bank"], m["phase2"], m["phase3"]
     variant = PHASE3_VARIANTS[key]
-    p3 = ctx.config["method_a"]["phase3"]
     alpha = [float(a) for a in p3["alpha"]]
     beta = [float(b) for b in p3["beta"]]
     if variant["no_d2"]:
         alpha[2], beta[1] = 0.0, 0.0
-    data = switching_data(ctx, seed)
-    counts = guard(ctx, data, f"method {key} (Method A phase 3), seed {seed}")
-    module = Phase3GAN(g1_ckpt=str(shared_root / "phase1" / "final.ckpt"), d2_ckpt=str(shared_root / "phase2" / "final.ckpt"),
-                       add_blocks={int(k): int(v) for k, v in dict(p3["add_blocks"]).items()}, alpha=alpha, beta=beta,
-                       f=str(p3["f"]), f_tau=float(p3["f_tau"]), lr_g=float(ctx.config["gan"]["lr"]), lr_d=float(ctx.config["gan"]["lr"]),
-                       snapshot_epoch=int(p3["snapshot_epoch"]), adain_enabled=bool(variant["adain"]),
-                       adain_at=str(p3["adain_at"]), adain_content=str(p3["adain_content"]), num_fixed=16,
-                       augment=ctx.config["gan"].get("augment"))
-    trainer, secs = fit(ctx, module, data, work, seed, max_epochs=int(p3["epochs"]), reload_dataloaders_every_n_epochs=1)
-    save_checkpoint(trainer, work / "generator.ckpt")
-    shared_secs = float(shared["phase1_seconds"]) + float(shared["phase2_seconds"])
-    sets = {**shared["training_sets"], "phase3": counts}
-    extra = {"alpha": alpha, "beta": beta, "adain_enabled": bool(variant["adain"]), "snapshot_taken": bool(module.snapshot_taken),
-             "adain_active": bool(module.adain_active), "d2_val": shared.get("d2_val"), "phase3_seconds": round(secs, 2),
-             "shared_reused": bool(shared.get("reused")),
-             "d2_fake_mean": _metric(trainer, "d2/fake_mean")}
-    return Trained(_sampler(module), secs + shared_secs, sets, shared_seconds=shared_secs, extra=extra)
+    trainer: dict[str, Any] = {"accelerator": ctx.config["accelerator"], "devices": 1, "enable_progress_bar": False,
+                               "enable_model_summary": False, "num_sanity_val_steps": 0, "limit_val_batches": 0}
+    if ctx.config["precision"]:
+        trainer["precision"] = ctx.config["precision"]
+    data1 = attribute_data_spec(ctx, seed, {f1: True, f2: False})
+    data2 = classifier_data_spec(ctx, seed, f1, p2, None)  # the pipeline fills bank_dir (phase 1's negatives)
+    data3 = switching_data_spec(ctx, seed)
+    phase3 = {"add_blocks": {int(k): int(v) for k, v in dict(p3["add_blocks"]).items()}, "alpha": alpha, "beta": beta,
+              "f": str(p3["f"]), "f_tau": float(p3["f_tau"]), "lr_g": float(g["lr"]), "lr_d": float(g["lr"]),
+              "snapshot_epoch": int(p3["snapshot_epoch"]), "adain_enabled": bool(variant["adain"]),
+              "adain_at": str(p3["adain_at"]), "adain_content": str(p3["adain_content"]), "num_fixed": 16,
+              "augment": g["augment"]}
+    return {
+        "name": f"bench-seed{seed}", "seed": int(seed), "logger": "none", "joint_free": [f1, f2], "trainer": trainer,
+        "phase1": {"model": {"class_path": PHASE1_MODEL, "init_args": dcgan_kwargs(ctx)},
+                   "data": {"class_path": data1[0], "init_args": data1[1]},
+                   "trainer": {"max_steps": int(g["steps"])},
+                   "callbacks": {"negative_bank": {"first_steps": int(nb["first_steps"]), "every_n_steps": int(nb["every_n_steps"]),
+                                                   "per_save": int(nb["per_save"]), "max_images": int(nb["max_images"]),
+                                                   "seed": int(seed)},
+                                 "sample_grid": False}},
+        "phase2": {"model": {"class_path": CLASSIFIER_MODEL,
+                             "init_args": {"image_size": ctx.image_size, "feature": f1, "width": int(p2["width"]),
+                                           "max_width": int(p2["max_width"]), "lr": float(p2["lr"])}},
+                   "data": {"class_path": data2[0], "init_args": data2[1]},
+                   "trainer": {"max_epochs": int(p2["epochs"])}},
+        "phase3": {"model": {"class_path": PHASE3_MODEL, "init_args": phase3},
+                   "data": {"class_path": data3[0], "init_args": data3[1]},
+                   "trainer": {"max_epochs": int(p3["epochs"])},
+                   "callbacks": {"sample_grid": False}},
+    }
+
+
+def _training_set(layout: RunLayout, phase: str) -> dict[str, int]:
+    jf = layout.read_done(phase).get("joint_free") or {}
+    return {k: jf[k] for k in ("images", "labelled", "joint", "generated") if k in jf}
+
+
+def method_a_phases(ctx: Context, seed: int, work: Path, shared_root: Path, key: str) -> tuple[RunLayout, list[PhaseResult]]:
+    """Run (or resume, or reuse) the three phases of variant ``key`` with the pipeline's :func:`run_phase`.
+
+    Phases 1 and 2 live in ``shared_root/phase{1,2}`` (one per seed, shared by b, c and d: the first
+    variant trains them, the others find them finished); phase 3 lives in ``work`` (the variant's
+    folder). Each folder has the pipeline's layout: ``checkpoints/{last,final}.ckpt``, ``done.json``,
+    ``config.json``. A finished phase whose settings changed is trained again.
+    """
+    cfg = method_a_config(ctx, seed, key)
+    layout = RunLayout(Path(shared_root), folders={"phase3": Path(work)})
+    con = Console(line=lambda m: ctx.log(f"  Method A ({key}) {m}"), detail=lambda m: None, verbose=True,
+                  resume_command="the same multifeat bench command")
+
+    def d2_val(trainer, module, data, final):
+        return {"d2_val": validation_metrics(ctx, module, data, layout.phase("phase2"))}
+
+    def phase3_state(trainer, module, data, final):
+        return {"snapshot_taken": bool(module.snapshot_taken), "adain_active": bool(module.adain_active),
+                "d2_fake_mean": _metric(trainer, "d2/fake_mean")}
+
+    results = [run_phase(cfg, layout, "phase1", con, after_fit=lambda *a: {}, stale="redo"),
+               run_phase(cfg, layout, "phase2", con, after_fit=d2_val, stale="redo"),
+               run_phase(cfg, layout, "phase3", con, after_fit=phase3_state, stale="redo")]
+    return layout, results
+
+
+def train_method_a(ctx: Context, seed: int, work: Path, shared_root: Path, key: str) -> Trained:
+    """(b), (c), (d): Method A through the pipeline's phases; phases 1 and 2 shared by the variants of a seed."""
+    layout, (r1, r2, r3) = method_a_phases(ctx, seed, work, shared_root, key)
+    module = r3.module if r3.module is not None else load_phase_module(layout.final("phase3"), expect_phase="phase3")
+    init = method_a_config(ctx, seed, key)["phase3"]["model"]["init_args"]
+    shared_secs = float(r1.seconds) + float(r2.seconds)
+    sets = {p: _training_set(layout, p) for p in ("phase1", "phase2", "phase3")}
+    extra = {"alpha": init["alpha"], "beta": init["beta"], "adain_enabled": init["adain_enabled"],
+             "snapshot_taken": r3.extra.get("snapshot_taken"), "adain_active": r3.extra.get("adain_active"),
+             "d2_val": r2.extra.get("d2_val"), "phase3_seconds": round(r3.seconds, 2),
+             "shared_reused": r1.status == "skipped" and r2.status == "skipped",
+             "d2_fake_mean": r3.extra.get("d2_fake_mean")}
+    return Trained(_sampler(module), r3.seconds + shared_secs, sets, shared_seconds=shared_secs, extra=extra)
 
 
 def _metric(trainer, key: str) -> float | None:
@@ -335,9 +361,6 @@ def train_method_b(ctx: Context, seed: int, work: Path, n: int, sample_seed: int
     The mixes are drawn here (``n`` of them, from styles of seed ``sample_seed``), so the returned
     :class:`Trained` carries ``images`` and no sampler.
     """
-    from multifeat.phases.feature_classifier import FeatureClassifier
-    from multifeat.phases.stylegan2ada import StyleGAN2ADA
-
     f1, f2 = ctx.features
     cfg = ctx.config["method_b"]
     sg = cfg["stylegan"]
@@ -402,11 +425,9 @@ def guided_mixes(ctx: Context, sg_module, clf1, clf2, n: int, sample_seed: int, 
     Then :meth:`StyleMixer.guided_mix` picks each pair's layer split (``search``, ``combine``,
     ``penalty_weight`` of the config).
     """
-    from multifeat.mixing import StyleMixer
-
     cfg = ctx.config["method_b"]
     f1, f2 = ctx.features
-    mixer = StyleMixer(sg_module.G_ema, distance=str(cfg["distance"]), batch_size=int(cfg.get("batch_size", 64)))
+    mixer = StyleMixer(sg_module.G_ema, distance=str(cfg["distance"]), batch_size=int(cfg["batch_size"]))
     info: dict[str, Any] = {"styles": cfg["styles"], "distance": getattr(mixer.distance, "name", str(cfg["distance"]))}
     if cfg["styles"] == "sampled":
         pool = int(cfg["pool_factor"]) * n
@@ -438,6 +459,7 @@ def guided_mixes(ctx: Context, sg_module, clf1, clf2, n: int, sample_seed: int, 
     return res.images.detach().float().cpu(), info
 
 
-__all__ = ["BY_ID", "BY_KEY", "METHODS", "Context", "MethodSpec", "Trained", "attribute_data", "classifier_data",
-           "fit", "guided_mixes", "method_a_shared", "resolve_methods", "switching_data", "train_beard_gan", "train_cgan",
+__all__ = ["BY_ID", "BY_KEY", "METHODS", "Context", "MethodSpec", "Trained", "attribute_data", "attribute_data_spec",
+           "classifier_data", "classifier_data_spec", "dcgan_kwargs", "fit", "guided_mixes", "method_a_config",
+           "method_a_phases", "resolve_methods", "switching_data_spec", "train_beard_gan", "train_cgan",
            "train_joint_gan", "train_method_a", "train_method_b"]

@@ -7,7 +7,8 @@ The values live in YAML files shipped inside the package, the single source of t
 
 :func:`load_config` merges, in order: the default protocol, a ``--config`` file (a path, or the name
 of a packaged protocol such as ``synth``; unknown keys are refused), a preset, then ``KEY=VALUE``
-overrides. :func:`protocol_hash` fingerprints everything that changes the numbers; run records carry
+overrides; the result is parsed and type-checked by jsonargparse against the typed sections of
+:mod:`multifeat.bench.schema` (types only: the values stay in the YAML files). :func:`protocol_hash` fingerprints everything that changes the numbers; run records carry
 it, so a folder never mixes runs of different protocols. See ``docs/benchmark.md``.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from multifeat.bench.methods import resolve_methods
+from multifeat.bench.schema import parse_protocol
 from multifeat.errors import ConfigError
 from multifeat.utils.config import read_yaml_mapping, set_dotted
 
@@ -102,7 +104,7 @@ def load_config(path: str | os.PathLike | None = None, preset: str | None = None
         cfg = deep_merge(cfg, preset_config(preset), f"preset {preset}")
     for item in overrides:
         apply_override(cfg, item)
-    return validate_config(cfg)
+    return validate_config(parse_protocol(cfg, " + ".join(config_sources(path, preset))))
 
 
 def config_sources(path: str | os.PathLike | None = None, preset: str | None = None) -> list[str]:

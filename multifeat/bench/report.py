@@ -339,6 +339,9 @@ def render_markdown(results: dict[str, Any], specs: Sequence[MethodSpec]) -> str
         "",
         main_table(rows, results["features"]),
         "",
+        f"Judge: the attribute evaluator `{ev.get('path')}` (sha256 {ev.get('sha256_16') or 'unknown'}), the same for "
+        "every method and seed (see *Evaluator* below).",
+        "",
         f"Joint rate = fraction of samples in which the evaluator finds {f1} AND {f2} (probability >= 0.5 each). "
         f"FID and KID against {results['real'].get('description') or 'real joint images'}; "
         f"feature extractor: **{results['extractor']}**. Diversity = mean pairwise distance of the samples in the "
@@ -362,7 +365,8 @@ def render_markdown(results: dict[str, Any], specs: Sequence[MethodSpec]) -> str
         "## Evaluator",
         "",
         f"Attribute classifier at {ev.get('image_size')} px, trained on all attribute combinations with seed {ev.get('seed')} "
-        f"(never a method's D2): `{ev.get('path')}`. On the real joint images it finds {f1} AND {f2} in "
+        f"(never a method's D2): `{ev.get('path')}` (sha256 of the file, first 16 hex digits: "
+        f"{ev.get('sha256_16') or 'unknown'}). On the real joint images it finds {f1} AND {f2} in "
         f"{_pct_or_na(real.get('joint_rate'))} of them.",
         "",
         "| attribute | validation accuracy |",

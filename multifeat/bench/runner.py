@@ -12,7 +12,7 @@ Protocol (:mod:`multifeat.bench.protocol`; values in ``multifeat/bench/protocols
 - methods ``a``-``g`` (:data:`multifeat.bench.methods.METHODS`), each trained for every seed
   (default 0, 1, 2); ``b``, ``c`` and ``d`` share phases 1 and 2 of a seed;
 - every method's ``n`` samples (noise seeds ``sample_seed + i`` per chunk, the same for every method)
-  are judged by one attribute evaluator (:func:`~multifeat.phases.attribute_evaluator.cached_evaluator`,
+  are judged by one attribute evaluator (:func:`~multifeat.eval.evaluator_cache.cached_evaluator`,
   trained on all attribute combinations with its own seed): feature rates, the joint rate with its
   Wilson 95 % interval, FID and KID against the real joint images (extractor named in the results),
   and diversity (mean pairwise distance in the evaluator's feature space, as a ratio to the real images').
@@ -25,7 +25,8 @@ Protocol (:mod:`multifeat.bench.protocol`; values in ``multifeat/bench/protocols
     grids/montage.png               all methods' grids, labelled
     runs/<method>/seed<k>.json      one record per (method, seed); present = done (a re-run skips it)
     runs/<method>/seed<k>.png       that run's grid row
-    work/seed<k>/...                checkpoints (method_a/ holds the shared phases 1 and 2)
+    work/seed<k>/...                checkpoints; Method A in the pipeline's layout: method_a/phase{1,2}/ the
+                                    shared phases 1 and 2, <method>/ each variant's phase 3
 
 The CelebA variant (``experiments/celeba/bench.yaml``) runs the same protocol on CelebA with the
 derived ``bald`` and ``beard`` groups; joint images are removed from every training set and the
@@ -46,6 +47,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning
 import torch
 
 from multifeat.bench.methods import (
@@ -60,7 +62,12 @@ from multifeat.bench.methods import (
 from multifeat.bench.protocol import int_list, protocol_hash, validate_config
 from multifeat.bench.report import build_results, run_paths, save_row, write_report
 from multifeat.bench.training import Context, Trained, make_trainer, quiet, save_checkpoint
+from multifeat.data import AttributeDataModule, CelebADataset
 from multifeat.errors import ConfigError, DataError
+from multifeat.eval.evaluate import evaluate_images, sample_images, synthetic_real_images
+from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES, AttributeEvaluator, load_evaluator
+from multifeat.eval.evaluator_cache import cached_evaluator
+from multifeat.pipeline.layout import file_sha256
 from multifeat.utils.files import atomic_write_text, ensure_writable_dir
 
 
@@ -79,8 +86,6 @@ def hardware_info() -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count()
-    import lightning
-
     info = {
         "cpu_model": model or platform.processor() or platform.machine(),
         "cpu_cores": os.cpu_count(),
@@ -105,19 +110,17 @@ def _loadavg() -> list[float] | None:
 # ------------------------------------------------------------------------------------ evaluator and real images
 def get_evaluator(ctx: Context, work: Path):
     """The judge: ``cached_evaluator`` on SyntheticFaces (its own seed), or one trained on CelebA."""
-    from multifeat.phases.attribute_evaluator import DEFAULT_ATTRIBUTES, cached_evaluator, load_evaluator
-
     e = ctx.config["evaluator"]
     if ctx.synthetic:
         with quiet():
-            ev, path = cached_evaluator(ctx.image_size, DEFAULT_ATTRIBUTES, cache_dir=e.get("cache_dir"), seed=int(e["seed"]),
+            ev, path = cached_evaluator(ctx.image_size, DEFAULT_ATTRIBUTES, cache_dir=e["cache_dir"], seed=int(e["seed"]),
                                         max_steps=int(e["max_steps"]), num_samples=int(e["num_samples"]),
                                         width=int(e["width"]), max_width=int(e["max_width"]), log=ctx.log)
         return ev, path
     cfg = {"root": str(Path(ctx.config["data"]["root"]).resolve()), "image_size": ctx.image_size, "attributes": list(DEFAULT_ATTRIBUTES),
-           "derived": ctx.config["data"].get("derived"), **{k: v for k, v in e.items() if k != "cache_dir"}}
+           "derived": ctx.config["data"]["derived"], **{k: v for k, v in e.items() if k != "cache_dir"}}
     key = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder = Path(e["cache_dir"]) if e.get("cache_dir") else work / "evaluator"
+    folder = Path(e["cache_dir"]) if e["cache_dir"] else work / "evaluator"
     path = folder / f"evaluator-celeba-S{ctx.image_size}-{key}.ckpt"
     if not path.is_file():
         ctx.log(f"training an attribute evaluator on CelebA ({ctx.image_size}px, {e['max_steps']} steps) -> {path}")
@@ -129,16 +132,11 @@ def get_evaluator(ctx: Context, work: Path):
 
 def train_celeba_evaluator(ctx: Context, path: Path) -> Path:
     """An :class:`AttributeEvaluator` trained on CelebA's training split (all attribute combinations)."""
-    import lightning as L
-
-    from multifeat.data import AttributeDataModule
-    from multifeat.phases.attribute_evaluator import DEFAULT_ATTRIBUTES, AttributeEvaluator
-
     e, d = ctx.config["evaluator"], ctx.config["data"]
-    L.seed_everything(int(e["seed"]), workers=True, verbose=False)
-    dm = AttributeDataModule(source=ctx.source, root=d["root"], derived=d.get("derived"), image_size=ctx.image_size,
+    lightning.seed_everything(int(e["seed"]), workers=True, verbose=False)
+    dm = AttributeDataModule(source=ctx.source, root=d["root"], derived=d["derived"], image_size=ctx.image_size,
                              attributes=list(DEFAULT_ATTRIBUTES), batch_size=int(d["batch_size"]), val_fraction=0.1,
-                             seed=int(e["seed"]), num_workers=int(d.get("num_workers", 0)))
+                             seed=int(e["seed"]), num_workers=int(d["num_workers"]))
     model = AttributeEvaluator(image_size=ctx.image_size, attributes=DEFAULT_ATTRIBUTES, width=int(e["width"]),
                                max_width=int(e["max_width"]))
     trainer = make_trainer(ctx, path.parent, max_steps=int(e["max_steps"]))
@@ -162,13 +160,9 @@ def real_images(ctx: Context) -> tuple[torch.Tensor, str]:
     ev = ctx.config["eval"]
     n, seed = int(ev["n_real"]), int(ev["real_seed"])
     if ctx.synthetic:
-        from multifeat.eval.evaluate import synthetic_real_images
-
         return synthetic_real_images(ctx.features, n, ctx.image_size, seed=seed), real_description(ctx)
-    from multifeat.data import CelebADataset
-
     d = ctx.config["data"]
-    ds = CelebADataset(d["root"], image_size=ctx.image_size, attributes=list(ctx.features), derived=d.get("derived"),
+    ds = CelebADataset(d["root"], image_size=ctx.image_size, attributes=list(ctx.features), derived=d["derived"],
                        require={f: True for f in ctx.features}, split="all")
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(ds), generator=g)[:n].tolist()
@@ -196,8 +190,6 @@ def _train(ctx: Context, spec: MethodSpec, seed: int, out: Path) -> Trained:
 def run_one(ctx: Context, spec: MethodSpec, seed: int, out: Path, evaluator, real: torch.Tensor,
             phash: str, eval_info: dict[str, Any]) -> dict[str, Any]:
     """Train, sample and evaluate one (method, seed); write its record and grid row; return the record."""
-    from multifeat.eval.evaluate import evaluate_images, sample_images
-
     ev = ctx.config["eval"]
     cpu0 = time.process_time()
     with quiet():
@@ -209,7 +201,7 @@ def run_one(ctx: Context, spec: MethodSpec, seed: int, out: Path, evaluator, rea
         trained.generate_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = evaluate_images(images, ctx.features, evaluator, real, extractor=str(ev["extractor"]),
-                          inception_weights=ev.get("inception_weights"), batch_size=int(ev["batch_size"]),
+                          inception_weights=ev["inception_weights"], batch_size=int(ev["batch_size"]),
                           kid_subsets=int(ev["kid_subsets"]), kid_subset_size=int(ev["kid_subset_size"]),
                           seed=int(ev["sample_seed"]), label=spec.id)
     eval_secs = time.perf_counter() - t0
@@ -275,7 +267,7 @@ def run_benchmark(config: dict[str, Any], out_dir: str | os.PathLike, methods: S
     seed_list = int_list(seeds if seeds is not None else cfg["seeds"], "seeds")
     cfg["seeds"], cfg["methods"] = seed_list, [s.key for s in specs]
     cfg = validate_config(cfg)
-    if cfg.get("threads"):
+    if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
     out = ensure_writable_dir(out_dir)
     phash = protocol_hash(cfg)
@@ -303,16 +295,17 @@ def run_benchmark(config: dict[str, Any], out_dir: str | os.PathLike, methods: S
                         f"{phash}); use another --out folder, or --overwrite to redo it")
                 continue
             todo.append((seed, spec))
-    if overwrite:
-        for seed in {s for s, spec in todo if spec.uses_method_a}:
-            shared = out / "work" / f"seed{seed}" / "method_a"
-            if shared.is_dir():
-                shutil.rmtree(shared)
+    if overwrite:  # Method A's phases are resumed or reused from their folders: clear them to redo them
+        folders = {out / "work" / f"seed{s}" / "method_a" for s, spec in todo if spec.uses_method_a}
+        folders |= {out / "work" / f"seed{s}" / spec.id for s, spec in todo if spec.uses_method_a}
+        for folder in sorted(folders):
+            if folder.is_dir():
+                shutil.rmtree(folder)
 
     log(f"[bench] {cfg['protocol']}: methods {','.join(s.key for s in specs)}, seeds {','.join(map(str, seed_list))}, "
         f"{len(todo)} of {len(specs) * len(seed_list)} runs to do -> {out}")
     evaluator, ev_path = get_evaluator(ctx, out / "work")
-    eval_info = {"path": str(ev_path), "seed": int(cfg["evaluator"]["seed"]), "image_size": int(evaluator.image_size),
+    eval_info = {"path": str(ev_path), "sha256_16": file_sha256(ev_path)[:16], "seed": int(cfg["evaluator"]["seed"]), "image_size": int(evaluator.image_size),
                  "attributes": list(evaluator.attributes), "val_accuracy": dict(evaluator.val_accuracy)}
     real, real_desc = real_images(ctx) if todo else (None, real_description(ctx))
 

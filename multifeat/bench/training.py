@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 
 
@@ -77,12 +78,10 @@ def quiet():
 
 def make_trainer(ctx: Context, root: Path, **kwargs: Any):
     """A quiet Trainer: no logger, no checkpoints of its own, no progress bar (one line per run instead)."""
-    import lightning as L
-
-    base = {"accelerator": ctx.config.get("accelerator", "auto"), "devices": 1, "logger": False,
+    base = {"accelerator": ctx.config["accelerator"], "devices": 1, "logger": False,
             "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
             "num_sanity_val_steps": 0, "default_root_dir": str(root), "limit_val_batches": 0}
-    if ctx.config.get("precision"):
+    if ctx.config["precision"]:
         base["precision"] = ctx.config["precision"]
     base.update(kwargs)
     return L.Trainer(**base)
@@ -90,8 +89,6 @@ def make_trainer(ctx: Context, root: Path, **kwargs: Any):
 
 def fit(ctx: Context, module, data, root: Path, seed: int, callbacks=(), **trainer_kwargs: Any) -> tuple[Any, float]:
     """``seed_everything(seed)`` then ``Trainer.fit``; returns (trainer, seconds)."""
-    import lightning as L
-
     L.seed_everything(int(seed), workers=True, verbose=False)
     trainer = make_trainer(ctx, root, callbacks=list(callbacks), **trainer_kwargs)
     t0 = time.perf_counter()

@@ -18,10 +18,15 @@ import argparse
 import shlex
 import sys
 
+import yaml
+
+from multifeat.bench.methods import METHODS, resolve_methods
+from multifeat.bench.protocol import config_sources, load_config, protocol_hash
+from multifeat.bench.report import main_table
+from multifeat.bench.runner import run_benchmark
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from multifeat.bench.methods import METHODS
-
     methods = "; ".join(f"{m.key} = {m.name}" for m in METHODS)
     p = argparse.ArgumentParser(
         prog="multifeat bench",
@@ -43,14 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--cache-dir", metavar="DIR", help="where the evaluator is cached (default $MULTIFEAT_CACHE/evaluators "
                    "or ~/.cache/multifeat/evaluators)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved protocol as YAML and exit")
+    p.add_argument("--print_config", "--print-config", dest="print_config", action="store_true",
+                   help="print the resolved protocol as YAML and exit")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from multifeat.bench.protocol import config_sources, load_config, protocol_hash
-    from multifeat.bench.runner import run_benchmark
 
     preset = "quick" if args.quick else "smoke" if args.smoke else None
     overrides = list(args.overrides)
@@ -60,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"evaluator.cache_dir={args.cache_dir}")
     cfg = load_config(args.config, preset=preset, overrides=overrides)
     if args.print_config:
-        import yaml
-
         print(f"# resolved from: {' + '.join(config_sources(args.config, preset))}"
               + (f" + --set {' '.join(overrides)}" if overrides else ""))
         print(f"# protocol hash: {protocol_hash(cfg)}")
@@ -71,15 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     command = "multifeat bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     results = run_benchmark(cfg, out, methods=args.methods, seeds=args.seeds, overwrite=args.overwrite, command=command.strip())
 
-    from multifeat.bench.methods import resolve_methods
-    from multifeat.bench.report import main_table
-
     specs = resolve_methods(results["config"]["methods"])
     rows = [(s.name, s.key, results["methods"][s.id]["summary"]) for s in specs]
     print()
     print(main_table(rows, results["features"]))
     print()
     run = results["run"]
+    ev = results["evaluator"]
+    print(f"Judge: attribute evaluator {ev.get('path')} (sha256 {ev.get('sha256_16') or 'unknown'})")
     print(f"FID/KID extractor: {results['extractor']}; evaluator accuracy: "
           + ", ".join(f"{a} {100 * v:.1f}%" for a, v in (results["evaluator"].get("val_accuracy") or {}).items()))
     print(f"wall {run['wall_seconds']} s, CPU {run['cpu_seconds']} s; load average {run['load_average_start']} -> "

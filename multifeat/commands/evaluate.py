@@ -32,13 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--images", metavar="DIR", help="folder of PNG/JPG images to evaluate instead of a generator")
     p.add_argument("--features", default="bald,beard", help="comma-separated requested features")
     p.add_argument("--n", type=int, default=256, help="number of images to generate (or the first N of --images)")
-    p.add_argument("--evaluator", metavar="PATH", help="attribute evaluator checkpoint; default: train one on the "
+    p.add_argument("--evaluator", metavar="PATH", help="attribute evaluator checkpoint; default: for SyntheticFaces the "
+                   "evaluator the package ships for the image size (multifeat/eval/weights), else one trained on the "
                    "generator's data (cached). One trained on other data than the images is refused")
     p.add_argument("--data", default="auto", choices=("auto", "synthetic", "celeba"),
                    help="what the images show: auto = the data the generator was trained on (read from its checkpoint; "
                    "SyntheticFaces for --images); the evaluator must have been trained on the same")
     p.add_argument("--celeba-root", metavar="DIR", help="CelebA copy to train the CelebA evaluator on (default: the "
                    "generator's training root)")
+    p.add_argument("--train-evaluator", action="store_true", help="for SyntheticFaces, train (and cache) an evaluator "
+                   "instead of using the one the package ships for the image size")
     p.add_argument("--evaluator-steps", type=int, default=400, help="training steps when an evaluator must be trained")
     p.add_argument("--cache-dir", metavar="DIR", help="where trained evaluators are cached (default $MULTIFEAT_CACHE/evaluators "
                    "or ~/.cache/multifeat/evaluators)")
@@ -102,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     from multifeat.eval.evaluate import (
         DEFAULT_REAL_SEED,
-        cached_celeba_evaluator,
         check_evaluator_matches,
         check_features,
         checkpoint_data_source,
@@ -114,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         synthetic_real_images,
         write_outputs,
     )
+    from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES, load_evaluator
+    from multifeat.eval.evaluator_cache import cached_celeba_evaluator, cached_evaluator
     from multifeat.eval.features import find_inception_weights, select_extractor
     from multifeat.eval.folders import list_images, load_image_folder
-    from multifeat.phases.attribute_evaluator import DEFAULT_ATTRIBUTES, cached_evaluator, load_evaluator
     from multifeat.utils.files import ensure_writable_dir
 
     if args.n < 2:
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluator (CelebA): {path}")
     elif evaluator is None:
         evaluator, path = cached_evaluator(_power_of_two_size(image_size), DEFAULT_ATTRIBUTES, cache_dir=args.cache_dir,
-                                           max_steps=args.evaluator_steps)
+                                           max_steps=args.evaluator_steps, use_shipped=not args.train_evaluator)
         print(f"evaluator (SyntheticFaces): {path}")
     evaluator = evaluator.to(device).eval()
 

@@ -103,6 +103,31 @@ class MemoryCache(Dataset):
         return getattr(self.base, name)
 
 
+class CacheableDataset(Dataset):
+    """A dataset of decoded files that :func:`attach_cache` can serve from memory.
+
+    Subclasses implement :meth:`read_item` (decode item ``i`` from disk); indexing serves the
+    :class:`MemoryCache` in ``memory`` when one is attached and reads the file otherwise.
+    """
+
+    #: a :class:`MemoryCache` of this dataset's items (see :func:`attach_cache`), or None
+    memory = None
+
+    def read_item(self, i: int) -> dict:
+        raise NotImplementedError
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        if self.memory is not None:
+            return self.memory.__getitems__(indices)
+        return [self[i] for i in indices]
+
+    def __getitem__(self, index: int) -> dict:
+        i = int(index)
+        if self.memory is not None:
+            return self.memory[i]
+        return self.read_item(i)
+
+
 def attach_cache(ds: Dataset, num_workers: int = 0) -> MemoryCache:
     """Decode ``ds`` (a :class:`~multifeat.data.celeba.CelebADataset` or
     :class:`~multifeat.data.folder.ImageFolderDataset`) into a :class:`MemoryCache` that the dataset

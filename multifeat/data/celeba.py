@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from multifeat.data.cache import CacheableDataset
 from multifeat.data.common import ATTRIBUTES, DataWarning, parse_flag, split_indices
 from multifeat.data.loading import crop_resize, open_rgb, uint8_to_float
 from multifeat.errors import ConfigError, DataError
@@ -201,7 +201,7 @@ def _evaluate(values: np.ndarray, terms: list[tuple[int, bool]]) -> np.ndarray:
     return out
 
 
-class CelebADataset(Dataset):
+class CelebADataset(CacheableDataset):
     """Aligned CelebA faces with binary attributes.
 
     Args:
@@ -311,18 +311,7 @@ class CelebADataset(Dataset):
         out.memory = None
         return out
 
-    #: a :class:`~multifeat.data.cache.MemoryCache` of this dataset's items (see ``attach_cache``), or None
-    memory = None
-
-    def __getitems__(self, indices: list[int]) -> list[dict]:
-        if self.memory is not None:
-            return self.memory.__getitems__(indices)
-        return [self[i] for i in indices]
-
-    def __getitem__(self, index: int) -> dict:
-        i = int(index)
-        if self.memory is not None:
-            return self.memory[i]
+    def read_item(self, i: int) -> dict:
         path = self.image_dir / self.files[i]
         try:
             img = open_rgb(path)

@@ -40,8 +40,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
 from multifeat.data.cache import attach_cache, cache_bytes, check_cache_mb, fmt_mib
-from multifeat.data.common import ATTRIBUTES, SOURCE_NAMES, check_power_of_two, split_indices
-from multifeat.data.datamodule import _SYNTHETIC_KEYS, check_loader_args, check_positive_int
+from multifeat.data.common import ATTRIBUTES, SOURCE_NAMES, split_indices
+from multifeat.data.datamodule import _SYNTHETIC_KEYS, check_loader_args, check_positive_int, check_source
 from multifeat.data.degrade import DEGRADE_KINDS, check_kinds, degrade
 from multifeat.data.loading import crop_resize, open_rgb, uint8_to_float
 from multifeat.errors import ConfigError, DataError
@@ -213,17 +213,9 @@ class FeatureClassifierDataModule(LightningDataModule):
         cache_mb: int = 1024,
     ) -> None:
         super().__init__()
-        if source not in ("synthetic", "celeba", "folder"):
-            raise ConfigError(f"source must be one of synthetic, celeba, folder; got {source!r}")
-        if source == "synthetic":
-            check_power_of_two(image_size, "image_size", 16, 256)
-            if feature not in ATTRIBUTES:
-                raise ConfigError(f"feature '{feature}' is not a synthetic attribute; valid: {', '.join(ATTRIBUTES)}")
-            check_positive_int(num_samples, "num_samples")
-        else:
-            check_power_of_two(image_size, "image_size", 8, 1024)
-            if root is None:
-                raise ConfigError(f"source={source!r} needs root")
+        check_source(source, image_size, num_samples, root)
+        if source == "synthetic" and feature not in ATTRIBUTES:
+            raise ConfigError(f"feature '{feature}' is not a synthetic attribute; valid: {', '.join(ATTRIBUTES)}")
         if negative_root is not None and source != "folder":
             raise ConfigError("negative_root applies to source='folder' only")
         check_loader_args(batch_size, num_workers, val_fraction, seed)

@@ -41,6 +41,20 @@ def check_positive_int(value: object, name: str) -> int:
     return value
 
 
+def check_source(source: object, image_size: object, num_samples: object, root: object) -> None:
+    """Validate ``source`` and the arguments it needs (synthetic: 16-256 px and ``num_samples``;
+    celeba/folder: 8-1024 px and ``root``); raises :class:`ConfigError`."""
+    if source not in ("synthetic", "celeba", "folder"):
+        raise ConfigError(f"source must be one of synthetic, celeba, folder; got {source!r}")
+    if source == "synthetic":
+        check_power_of_two(image_size, "image_size", 16, 256)
+        check_positive_int(num_samples, "num_samples")
+    else:
+        check_power_of_two(image_size, "image_size", 8, 1024)
+        if root is None:
+            raise ConfigError(f"source={source!r} needs root (the data folder)")
+
+
 def check_loader_args(batch_size: object, num_workers: object, val_fraction: object, seed: object) -> None:
     """Validate the arguments every data module shares; raises :class:`ConfigError`."""
     check_positive_int(batch_size, "batch_size")
@@ -113,15 +127,7 @@ class AttributeDataModule(LightningDataModule):
         cache_mb: int = 1024,
     ) -> None:
         super().__init__()
-        if source not in ("synthetic", "celeba", "folder"):
-            raise ConfigError(f"source must be one of synthetic, celeba, folder; got {source!r}")
-        if source == "synthetic":
-            check_power_of_two(image_size, "image_size", 16, 256)
-            check_positive_int(num_samples, "num_samples")
-        else:
-            check_power_of_two(image_size, "image_size", 8, 1024)
-            if root is None:
-                raise ConfigError(f"source={source!r} needs root (the data folder)")
+        check_source(source, image_size, num_samples, root)
         check_loader_args(batch_size, num_workers, val_fraction, seed)
         if crop is not None:
             check_positive_int(crop, "crop")

@@ -30,8 +30,8 @@ from typing import Literal
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
+from multifeat.data.cache import CacheableDataset
 from multifeat.data.common import DataWarning, parse_flag
 from multifeat.data.loading import crop_resize, open_rgb, uint8_to_float
 from multifeat.errors import ConfigError, DataError
@@ -70,7 +70,7 @@ def _summary(items: list[str], limit: int = 10) -> str:
     return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(CacheableDataset):
     """All images under ``root`` with constant labels.
 
     Args:
@@ -149,18 +149,7 @@ class ImageFolderDataset(Dataset):
     def _load(self, i: int) -> torch.Tensor:
         return crop_resize(open_rgb(self.files[i]), self.image_size, self.crop)
 
-    #: a :class:`~multifeat.data.cache.MemoryCache` of this dataset's items (see ``attach_cache``), or None
-    memory = None
-
-    def __getitems__(self, indices: list[int]) -> list[dict]:
-        if self.memory is not None:
-            return self.memory.__getitems__(indices)
-        return [self[i] for i in indices]
-
-    def __getitem__(self, index: int) -> dict:
-        i = int(index)
-        if self.memory is not None:
-            return self.memory[i]
+    def read_item(self, i: int) -> dict:
         n = len(self.files)
         for k in range(n):
             j = (i + k) % n

@@ -18,12 +18,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +29,7 @@ import torch
 from multifeat.errors import ConfigError, DataError
 from multifeat.eval import metrics as M
 from multifeat.eval.features import EvaluatorFeatures, extract_features, select_extractor
-from multifeat.utils.files import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from multifeat.utils.files import atomic_write_text, ensure_writable_dir
 from multifeat.utils.images import save_grid
 
 #: Seed of the SyntheticFaces draw used as real reference images (apart from training and evaluator seeds).
@@ -130,69 +128,6 @@ def check_evaluator_matches(evaluator_src: dict[str, Any] | None, data_src: dict
     )
 
 
-def cached_celeba_evaluator(
-    root: str | os.PathLike,
-    image_size: int,
-    attributes: Sequence[str] = ("bald", "beard", "eyeglasses", "smiling"),
-    cache_dir: str | os.PathLike | None = None,
-    max_steps: int = 400,
-    width: int = 16,
-    max_width: int = 64,
-    batch_size: int = 64,
-    seed: int = 10_000,
-    accelerator: str = "auto",
-    log: Callable[[str], None] | None = print,
-):
-    """An :class:`AttributeEvaluator` trained on the CelebA copy under ``root`` (cached; trained on first use).
-
-    The file is ``<cache_dir>/evaluator-celeba-S<size>-<hash>.ckpt``; the hash covers the absolute
-    root, the size, the attributes and the training settings. The checkpoint records its data source
-    (``multifeat.data_source``), which :func:`check_evaluator_matches` compares. Returns (evaluator, path).
-    """
-    import lightning as L
-
-    from multifeat.data import AttributeDataModule
-    from multifeat.phases.attribute_evaluator import (
-        AttributeEvaluator,
-        cached_evaluator_path,
-        load_evaluator,
-    )
-
-    root_abs = str(Path(root).expanduser().resolve())
-    cfg = {"source": "celeba", "root": root_abs, "image_size": int(image_size), "attributes": list(attributes),
-           "seed": int(seed), "max_steps": int(max_steps), "width": int(width), "max_width": int(max_width),
-           "batch_size": int(batch_size)}
-    path = cached_evaluator_path("evaluator-celeba", cfg, cache_dir)
-    if not path.is_file():
-        ensure_writable_dir(path.parent)
-        if log:
-            log(f"training a CelebA attribute evaluator ({image_size}px, {max_steps} steps, CelebA under {root_abs}) -> {path}")
-        L.seed_everything(seed, workers=True, verbose=False)
-        dm = AttributeDataModule(source="celeba", root=str(root), image_size=int(image_size), attributes=list(attributes),
-                                 batch_size=batch_size, seed=seed, val_fraction=0.1)
-        model = AttributeEvaluator(image_size=int(image_size), attributes=list(attributes), width=width, max_width=max_width)
-        trainer = L.Trainer(max_steps=max_steps, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                            default_root_dir=str(path.parent))
-        trainer.fit(model, datamodule=dm)
-        trainer.validate(model, datamodule=dm, verbose=False)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            trainer.save_checkpoint(tmp, weights_only=True)
-            # record the data source where every multifeat checkpoint keeps its metadata
-            from multifeat.io.checkpoints import load_checkpoint
-
-            ckpt = load_checkpoint(tmp)  # weights-only read of the file written just above
-            ckpt.setdefault("multifeat", {})["data_source"] = {"source": "celeba", "root": root_abs}
-            buf = io.BytesIO()
-            torch.save(ckpt, buf)
-            atomic_write_bytes(path, buf.getvalue())
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-    return load_evaluator(path), path
-
-
 def _rate_entry(k: int, n: int) -> dict[str, Any]:
     lo, hi = M.wilson_interval(k, n)
     return {"rate": (k / n) if n else float("nan"), "count": int(k), "n": int(n), "ci95": [lo, hi]}
@@ -237,7 +172,7 @@ def evaluate_images(
     Args:
         images: generated images ``[N, 3, S, S]`` in [-1, 1].
         features: the requested features (names of the evaluator's attributes).
-        evaluator: an :class:`~multifeat.phases.attribute_evaluator.AttributeEvaluator`.
+        evaluator: an :class:`~multifeat.eval.evaluator.AttributeEvaluator`.
         real_images: real images of the target combination ``[M, 3, S', S']`` (FID/KID and the
             diversity reference need them; without them those entries are ``None``).
         extractor: ``auto`` | ``inception`` | ``evaluator`` (see :func:`select_extractor`).
@@ -253,7 +188,7 @@ def evaluate_images(
     Returns a JSON-serialisable dict (see ``docs/evaluation.md`` for the keys).
     """
     if evaluator is None:
-        raise ConfigError("evaluate_images needs an evaluator (see multifeat.phases.attribute_evaluator)")
+        raise ConfigError("evaluate_images needs an evaluator (see multifeat.eval.evaluator)")
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         raise DataError(f"images must be a float tensor [N, 3, S, S] in [-1, 1], got {getattr(images, 'shape', type(images))}")
     if images.shape[0] == 0:
@@ -301,6 +236,7 @@ def evaluate_images(
         "image_size": int(evaluator.image_size),
         "val_accuracy": dict(getattr(evaluator, "val_accuracy", {}) or {}),
         "path": str(getattr(evaluator, "checkpoint_path", "") or "") or None,
+        "sha256": _file_sha256(getattr(evaluator, "checkpoint_path", None)),
     }
     if extra:
         result.update(extra)
@@ -347,6 +283,13 @@ def sample_images(sample_fn: Callable[..., torch.Tensor], n: int, seed: int = 0,
             x = transform(x)
         chunks.append(x.detach().float().cpu())
     return torch.cat(chunks)
+
+
+def _file_sha256(path) -> str | None:
+    """SHA-256 (hex) of the evaluator's file, or None when it has none (an in-memory evaluator)."""
+    from multifeat.eval.shipped import file_sha256
+
+    return file_sha256(path) if path and os.path.isfile(path) else None
 
 
 def _finite_or_none(obj):
@@ -452,6 +395,7 @@ def render_report(result: dict[str, Any], compare: Sequence[dict[str, Any]] = ()
         "## Evaluator",
         "",
         f"Attribute classifier at {ev['image_size']} px" + (f" from `{ev['path']}`" if ev.get("path") else "")
+        + (f" (SHA-256 `{ev['sha256']}`)" if ev.get("sha256") else "")
         + "; it is trained separately from any generator's feature classifier.",
         "",
     ]
@@ -530,7 +474,6 @@ def _wandb_run(logger: Any):
 __all__ = [
     "DEFAULT_REAL_SEED",
     "SOURCE_NAMES",
-    "cached_celeba_evaluator",
     "check_evaluator_matches",
     "checkpoint_data_source",
     "data_source_of",

@@ -144,7 +144,7 @@ class EvaluatorFeatures(nn.Module):
     """The attribute evaluator's embedding as a torchmetrics-compatible extractor.
 
     Args:
-        evaluator: an :class:`~multifeat.phases.attribute_evaluator.AttributeEvaluator` (or anything with
+        evaluator: an :class:`~multifeat.eval.evaluator.AttributeEvaluator` (or anything with
             ``features(x) -> [N, D]``, ``image_size`` and ``feature_dim``).
     Input images are resized (bilinear, antialiased) to the evaluator's image size when they differ.
     """

@@ -56,7 +56,14 @@ def checkpoint_meta(ckpt: dict) -> dict:
     return dict(meta) if isinstance(meta, dict) else {}
 
 
+#: Classes that moved to another module: the path older checkpoints record -> where the class lives now.
+MOVED_CLASSES: dict[str, str] = {
+    "multifeat.phases.attribute_evaluator.AttributeEvaluator": "multifeat.eval.evaluator.AttributeEvaluator",
+}
+
+
 def _import_class(class_path: str):
+    class_path = MOVED_CLASSES.get(class_path, class_path)
     module_name, _, name = class_path.rpartition(".")
     if not module_name.startswith("multifeat."):
         raise CheckpointError(f"checkpoint names class '{class_path}', which is not part of multifeat")

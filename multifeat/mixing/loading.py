@@ -142,7 +142,7 @@ def as_probability_fn(obj: Any, feature: str | None = None) -> ProbabilityFn:
     * any other callable: used as it is (it must return ``[N]`` values in [0, 1]).
     The networks are put in eval mode.
     """
-    from multifeat.phases.attribute_evaluator import AttributeEvaluator
+    from multifeat.eval.evaluator import AttributeEvaluator
     from multifeat.phases.feature_classifier import FeatureClassifier
 
     if isinstance(obj, FeatureClassifier):

@@ -360,6 +360,6 @@ class StyleMixer(nn.Module):
 
 
 def _is_evaluator(obj: Any) -> bool:
-    from multifeat.phases.attribute_evaluator import AttributeEvaluator
+    from multifeat.eval.evaluator import AttributeEvaluator
 
     return isinstance(obj, AttributeEvaluator)

@@ -1,6 +1,5 @@
 """One LightningModule per phase (see each module's docstring)."""
 
-from multifeat.phases.attribute_evaluator import AttributeEvaluator
 from multifeat.phases.base import PhaseModule
 from multifeat.phases.conditional_gan import ConditionalGAN
 from multifeat.phases.feature_classifier import FeatureClassifier
@@ -10,7 +9,6 @@ from multifeat.phases.phase3 import Phase3GAN
 from multifeat.phases.stylegan2ada import StyleGAN2ADA
 
 __all__ = [
-    "AttributeEvaluator",
     "ConditionalGAN",
     "FeatureClassifier",
     "GANModule",

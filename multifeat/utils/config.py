@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from multifeat.errors import ConfigError
 
 
 def read_yaml_mapping(path: str | os.PathLike, what: str, expected: str) -> dict[str, Any]:
     """The YAML mapping in ``path``; a :class:`ConfigError` naming the file (as ``what``) when it is
     missing, not YAML, or not a mapping (``expected`` says what the mapping should hold)."""
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{what} '{p}' does not exist")
@@ -33,8 +33,6 @@ def set_dotted(cfg: dict[str, Any], item: str, *, create: bool, example: str, wh
     (a typo then names the valid keys instead of being ignored). ``example`` is shown when the item
     is not of the form KEY=VALUE; ``what`` names the config in messages.
     """
-    import yaml
-
     key, sep, raw = str(item).partition("=")
     key = key.strip()
     if not sep or not key:

@@ -298,11 +298,17 @@ def test_smoke_run_writes_consistent_report(smoke_run, capsys):
     chart = Image.open(out / "joint_rate.png")
     assert chart.format == "PNG" and chart.size[0] > 7 * 56
     assert (out / "grids" / "montage.png").is_file()
-    # b, c and d of a seed share phases 1 and 2 (trained once)
-    shared = json.loads((out / "work" / "seed0" / "method_a" / "shared.json").read_text())
+    # b, c and d of a seed share phases 1 and 2 (trained once, in the pipeline's layout); phase 3 per variant
+    shared = out / "work" / "seed0" / "method_a"
+    done = {p: json.loads((shared / p / "done.json").read_text()) for p in ("phase1", "phase2")}
+    assert all((shared / p / "checkpoints" / "final.ckpt").is_file() for p in done)
     for key in ("b-method-a-no-d2", "c-method-a", "d-method-a-adain"):
         rec = res["methods"][key]["runs"]["0"]
-        assert rec["shared_seconds"] == pytest.approx(shared["phase1_seconds"] + shared["phase2_seconds"], abs=0.02)
+        assert rec["shared_seconds"] == pytest.approx(done["phase1"]["seconds"] + done["phase2"]["seconds"], abs=0.11)
+        assert rec["extra"]["shared_reused"] is (key != "b-method-a-no-d2")
+        phase3 = json.loads((out / "work" / "seed0" / key / "done.json").read_text())
+        assert phase3["phase"] == "phase3" and phase3["joint_free"]["joint"] == 0
+        assert (out / "work" / "seed0" / key / "checkpoints" / "final.ckpt").is_file()
     assert res["methods"]["b-method-a-no-d2"]["runs"]["0"]["extra"]["alpha"][2] == 0.0
     assert res["methods"]["d-method-a-adain"]["runs"]["0"]["extra"]["adain_active"] is True
     assert res["methods"]["c-method-a"]["runs"]["0"]["extra"]["adain_active"] is False

@@ -11,7 +11,8 @@ import torch
 
 from multifeat.commands import evaluate as E
 from multifeat.errors import ConfigError
-from multifeat.eval.evaluate import cached_celeba_evaluator, checkpoint_data_source, data_source_of
+from multifeat.eval.evaluate import checkpoint_data_source, data_source_of
+from multifeat.eval.evaluator_cache import cached_celeba_evaluator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from celeba_fixtures import make_celeba  # noqa: E402
@@ -37,7 +38,7 @@ def _generator(tmp_path: Path, name: str, **data_kw) -> Path:
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evaluate_data")
     make_celeba(tmp / "faces", n=24)
-    from multifeat.phases.attribute_evaluator import train_evaluator
+    from multifeat.eval.evaluator import train_evaluator
 
     return {
         "root": tmp / "faces",

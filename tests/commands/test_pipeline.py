@@ -9,6 +9,8 @@ import yaml
 
 from multifeat.commands import pipeline as P
 from multifeat.errors import CheckpointError, ConfigError
+from multifeat.pipeline import checks, evaluation, phases
+from multifeat.pipeline import layout as L
 
 TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny_pipeline.yaml").read_text())
 
@@ -46,22 +48,22 @@ def test_pipeline_owned_settings_cannot_be_set(tmp_path):
     layout = P.RunLayout(tmp_path / "run")
     cfg = P.load_config(_write(tmp_path, TINY), ["phase3.model.g1_ckpt=elsewhere.ckpt"])
     with pytest.raises(ConfigError, match="g1_ckpt is set by the pipeline"):
-        P.build_phase(cfg, layout, "phase3")
+        phases.build_phase(cfg, layout, "phase3")
     cfg = P.load_config(_write(tmp_path, TINY), ["phase1.trainer.default_root_dir=x"])
     with pytest.raises(ConfigError, match="default_root_dir is set by the pipeline"):
-        P.build_phase(cfg, layout, "phase1")
+        phases.build_phase(cfg, layout, "phase1")
     cfg = P.load_config(_write(tmp_path, TINY), ["phase2.callbacks.checkpoint.save_top_k=0"])
     with pytest.raises(ConfigError, match="saves no checkpoint before the end"):
-        P.build_phase(cfg, layout, "phase2")
+        phases.build_phase(cfg, layout, "phase2")
     cfg = P.load_config(_write(tmp_path, TINY), ["phase3.trainer.reload_dataloaders_every_n_epochs=0"])
     with pytest.raises(ConfigError, match="must be 1"):
-        P.build_phase(cfg, layout, "phase3")
+        phases.build_phase(cfg, layout, "phase3")
 
 
 def test_phase3_without_earlier_phases_names_the_missing_checkpoint(tmp_path):
     layout = P.RunLayout(tmp_path / "run")
     cfg = P.load_config(_write(tmp_path, TINY))
-    model, data, trainer_kw, callbacks = P.build_phase(cfg, layout, "phase3")
+    model, data, trainer_kw, callbacks = phases.build_phase(cfg, layout, "phase3")
     assert trainer_kw["reload_dataloaders_every_n_epochs"] == 1
     assert model.hparams.g1_ckpt == str(layout.final("phase1"))
     with pytest.raises(CheckpointError, match=r"g1_ckpt '.*phase1/checkpoints/final.ckpt' does not exist: run phase 1 first"):
@@ -69,17 +71,17 @@ def test_phase3_without_earlier_phases_names_the_missing_checkpoint(tmp_path):
 
 
 def test_eval_argv():
-    assert P._eval_argv({"features": ["bald", "beard"], "n": 8, "evaluator_steps": 3, "x": None, "flag": True, "off": False}) == [
+    assert evaluation.eval_argv({"features": ["bald", "beard"], "n": 8, "evaluator_steps": 3, "x": None, "flag": True, "off": False}) == [
         "--features", "bald,beard", "--n", "8", "--evaluator-steps", "3", "--flag"]
 
 
 def test_demo_config_is_valid(repo_root):
     cfg = P.load_config(repo_root / "experiments/method_a.yaml")
-    assert cfg["phase1"]["model"]["image_size"] == cfg["phase3"]["data"]["image_size"] == 32
-    snap, epochs = cfg["phase3"]["model"]["snapshot_epoch"], cfg["phase3"]["trainer"]["max_epochs"]
+    assert cfg["phase1"]["model"]["init_args"]["image_size"] == cfg["phase3"]["data"]["init_args"]["image_size"] == 32
+    snap, epochs = cfg["phase3"]["model"]["init_args"]["snapshot_epoch"], cfg["phase3"]["trainer"]["max_epochs"]
     assert 0 < snap < epochs
     celeba = P.load_config(repo_root / "experiments/celeba/method_a.yaml")
-    assert celeba["phase3"]["data"]["source"] == "celeba"
+    assert celeba["phase3"]["data"]["init_args"]["source"] == "celeba"
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -137,7 +139,7 @@ def test_pipeline_end_to_end_resume_and_skip(tmp_path, monkeypatch, capsys):
     after2 = _mtimes(run)
     assert all(after2[k] == before[k] for k in before if k.startswith(("phase1/", "phase2/")))
     new_eval = json.loads((run / "eval/done.json").read_text())
-    assert new_eval["inputs"]["phase3"] == P.file_sha256(run / "phase3/checkpoints/final.ckpt") != old_eval["inputs"]["phase3"]
+    assert new_eval["inputs"]["phase3"] == L.file_sha256(run / "phase3/checkpoints/final.ckpt") != old_eval["inputs"]["phase3"]
     assert new_eval["inputs"]["phase1"] == old_eval["inputs"]["phase1"]
     summary = json.loads((run / "summary.json").read_text())
     assert [(p["name"], p["status"]) for p in summary["phases"]][2:] == [("phase3", "resumed"), ("eval", "ran")]
@@ -168,25 +170,25 @@ def test_joint_free_config_refuses_a_training_set_with_joint_images(tmp_path):
     layout = P.RunLayout(tmp_path / "run")
     cfg = P.load_config(_write(tmp_path, {**TINY, "joint_free": ["bald", "beard"]}),
                         ["phase1.data.require={bald: true}", "phase1.data.num_samples=64"])
-    _, data, _, _ = P.build_phase(cfg, layout, "phase1")
+    _, data, _, _ = phases.build_phase(cfg, layout, "phase1")
     n, joint = _joint_in_batches(data)  # independent count: the labels of the batches a fit would see
     assert n == 64 and joint > 0
     with pytest.raises(JointImageError, match=rf"phase1: the config declares joint_free: \[bald, beard\].* hold {joint} "
                                               rf"image\(s\) .*set 'train': {joint} of 64 images"):
-        P.check_joint_free(cfg, "phase1", data)
+        phases.check_joint_free(cfg, "phase1", data)
 
 
 def test_joint_free_passes_beardless_bald_faces_and_without_the_key_nothing_is_counted(tmp_path):
     layout = P.RunLayout(tmp_path / "run")
     cfg = P.load_config(_write(tmp_path, {**TINY, "joint_free": ["bald", "beard"]}), ["phase1.data.num_samples=64"])
-    _, data, _, _ = P.build_phase(cfg, layout, "phase1")
+    _, data, _, _ = phases.build_phase(cfg, layout, "phase1")
     assert _joint_in_batches(data) == (64, 0)
-    counts = P.check_joint_free(cfg, "phase1", data)
+    counts = phases.check_joint_free(cfg, "phase1", data)
     assert counts["joint"] == 0 and counts["images"] == 64
-    _, data3, _, _ = P.build_phase(cfg, layout, "phase3")
-    counts3 = P.check_joint_free(cfg, "phase3", data3)
+    _, data3, _, _ = phases.build_phase(cfg, layout, "phase3")
+    counts3 = phases.check_joint_free(cfg, "phase3", data3)
     assert counts3["joint"] == 0 and set(counts3["splits"]) == {"before/train", "after/train"}
-    assert P.check_joint_free(P.load_config(_write(tmp_path, TINY)), "phase1", data) is None
+    assert phases.check_joint_free(P.load_config(_write(tmp_path, TINY)), "phase1", data) is None
 
 
 def test_demo_and_celeba_configs_are_joint_free(repo_root):
@@ -195,18 +197,18 @@ def test_demo_and_celeba_configs_are_joint_free(repo_root):
 
     celeba = P.load_config(repo_root / "experiments/celeba/method_a.yaml")
     assert celeba["joint_free"] == ["bald", "beard"]
-    assert celeba["phase1"]["data"]["require"] == {"bald": True, "beard": False}
-    assert celeba["phase2"]["data"]["require"] == {"beard": False}
+    assert celeba["phase1"]["data"]["init_args"]["require"] == {"bald": True, "beard": False}
+    assert celeba["phase2"]["data"]["init_args"]["require"] == {"beard": False}
     cfg = P.load_config(repo_root / "experiments/method_a.yaml", ["phase1.data.num_samples=256", "phase3.data.num_samples=256",
                                                                   "phase2.data.num_samples=256"])
     assert cfg["joint_free"] == ["bald", "beard"]
     layout = P.RunLayout(Path("/nonexistent"))
-    _, data1, _, _ = P.build_phase(cfg, layout, "phase1")
-    _, data3, _, _ = P.build_phase(cfg, layout, "phase3")
-    kw = {k: v for k, v in cfg["phase2"]["data"].items()}
+    _, data1, _, _ = phases.build_phase(cfg, layout, "phase1")
+    _, data3, _, _ = phases.build_phase(cfg, layout, "phase3")
+    kw = dict(cfg["phase2"]["data"]["init_args"])
     data2 = FeatureClassifierDataModule(**kw)  # the same data without the negative bank (phase 1 has not run)
     for phase, data in (("phase1", data1), ("phase2", data2), ("phase3", data3)):
-        counts = P.check_joint_free(cfg, phase, data)
+        counts = phases.check_joint_free(cfg, phase, data)
         assert counts["joint"] == 0 and counts["labelled"] > 0, phase
     assert data2.source_counts("train")["positive"] > 0
 
@@ -215,15 +217,15 @@ def test_demo_and_celeba_configs_are_joint_free(repo_root):
 def test_eval_runs_are_named_after_the_run_and_pass_the_data_source(tmp_path):
     layout = P.RunLayout(tmp_path / "run")
     cfg = P.load_config(_write(tmp_path, TINY), ["logger=wandb", "name=demo"])
-    runs = P.eval_runs(cfg, layout)
+    runs = evaluation.eval_runs(cfg, layout)
     assert [(p, f) for p, f, _ in runs] == [("phase3", layout.eval), ("phase1", layout.eval / "baseline_phase1")]
     names = [argv[argv.index("--wandb-name") + 1] for _, _, argv in runs]
     assert names == ["demo/eval", "demo/eval-baseline"]
     assert all(argv[argv.index("--data") + 1] == "synthetic" for _, _, argv in runs)
-    csv_runs = P.eval_runs(P.load_config(_write(tmp_path, TINY)), layout)
+    csv_runs = evaluation.eval_runs(P.load_config(_write(tmp_path, TINY)), layout)
     assert all("--wandb-name" not in argv and "--logger" not in argv for _, _, argv in csv_runs)
     celeba = P.load_config(_write(tmp_path, TINY), ["phase3.data.source=celeba", "phase3.data.root=/data/celeba"])
-    (_, _, argv), _ = P.eval_runs(celeba, layout)
+    (_, _, argv), _ = evaluation.eval_runs(celeba, layout)
     assert argv[argv.index("--data") + 1] == "celeba" and argv[argv.index("--celeba-root") + 1] == "/data/celeba"
 
 
@@ -234,7 +236,7 @@ def test_d2_verdict_grid_frames_each_image_by_its_probability(tmp_path):
 
     images = torch.stack([torch.full((3, 8, 8), v) for v in (-1.0, 0.0, 1.0)])  # black, grey, white
     probs = torch.tensor([0.9, 0.2, 0.5])
-    path = P.save_verdict_grid([("positive", images, probs), ("bank", images[:1], torch.tensor([0.1]))],
+    path = checks.save_verdict_grid([("positive", images, probs), ("bank", images[:1], torch.tensor([0.1]))],
                                tmp_path / "grid.png", upscale=2)
     arr = np.asarray(Image.open(path).convert("RGB"))
     # the layout of save_verdict_grid: 16-px images in 3-px frames, cells of 16+6+4 px wide and 16+6+12+4 px high
@@ -243,7 +245,7 @@ def test_d2_verdict_grid_frames_each_image_by_its_probability(tmp_path):
 
     font = ImageFont.load_default()
     label_w = max(8 + int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(n, font=font)) for n, _ in rows)
-    expect = [(0, 0, P.YES_COLOUR, 0), (0, 1, P.NO_COLOUR, 128), (0, 2, P.YES_COLOUR, 255), (1, 0, P.NO_COLOUR, 0)]
+    expect = [(0, 0, checks.YES_COLOUR, 0), (0, 1, checks.NO_COLOUR, 128), (0, 2, checks.YES_COLOUR, 255), (1, 0, checks.NO_COLOUR, 0)]
     for r, k, colour, grey in expect:
         x, y = label_w + k * 26, 4 + r * 38
         assert tuple(arr[y + 1, x + 1]) == colour, (r, k)  # the frame
@@ -253,7 +255,7 @@ def test_d2_verdict_grid_frames_each_image_by_its_probability(tmp_path):
 
 
 def test_an_evaluator_of_other_data_is_refused_before_any_training(tmp_path, monkeypatch):
-    from multifeat.phases.attribute_evaluator import train_evaluator
+    from multifeat.eval.evaluator import train_evaluator
 
     ev = train_evaluator(image_size=16, max_steps=2, num_samples=32, batch_size=8, out_path=tmp_path / "ev.ckpt",
                          accelerator="cpu")
@@ -261,10 +263,10 @@ def test_an_evaluator_of_other_data_is_refused_before_any_training(tmp_path, mon
                                                  "phase3.data.root=/data"])
     with pytest.raises(ConfigError, match=r"evaluator '.*ev.ckpt' was trained on SyntheticFaces but the pipeline's "
                                           r"phase-3 data \(phase3.data\) comes from CelebA \(root /data\).*CelebA evaluator"):
-        P.check_eval_evaluator(cfg)
-    P.check_eval_evaluator(P.load_config(_write(tmp_path, TINY), [f"eval.args.evaluator={ev}"]))  # same data: accepted
+        evaluation.check_eval_evaluator(cfg)
+    evaluation.check_eval_evaluator(P.load_config(_write(tmp_path, TINY), [f"eval.args.evaluator={ev}"]))  # same data: accepted
     with pytest.raises(CheckpointError, match="does not exist"):
-        P.check_eval_evaluator(P.load_config(_write(tmp_path, TINY), [f"eval.args.evaluator={tmp_path / 'none.ckpt'}"]))
+        evaluation.check_eval_evaluator(P.load_config(_write(tmp_path, TINY), [f"eval.args.evaluator={tmp_path / 'none.ckpt'}"]))
     # the command refuses the same before it trains anything
     run = tmp_path / "run"
     with pytest.raises(ConfigError, match="was trained on SyntheticFaces"):

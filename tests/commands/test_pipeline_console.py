@@ -64,7 +64,7 @@ def test_progress_lines_without_a_terminal(tmp_path):
 
     from multifeat.callbacks.progress import ConsoleProgress
     from multifeat.data import AttributeDataModule
-    from multifeat.phases.attribute_evaluator import AttributeEvaluator
+    from multifeat.eval.evaluator import AttributeEvaluator
 
     buf = io.StringIO()
     dm = AttributeDataModule(source="synthetic", image_size=16, num_samples=40, batch_size=8, val_fraction=0.0)
@@ -109,7 +109,8 @@ def test_pipeline_console_is_quiet_and_the_log_has_the_rest(tmp_path):
     assert f"Summary: {run / 'summary.md'}" in out
     # the phase lines, progress lines and the table: nothing else of substance
     other = [ln for ln in lines if ln.strip() and not ln.startswith(("[pipeline] ", "phase1: batch", "phase2: batch",
-                                                                     "phase3: batch", "|", "Run folder:", "  ", "Summary:"))]
+                                                                     "phase3: batch", "|", "Run folder:", "  ", "Summary:",
+                                                                     "Judge: ", "Feature-2 false-positive probe: "))]
     # one actionable warning may stand there, once: how to get standard InceptionV3 FID features
     inception = [ln for ln in other if ln.startswith("warning: InceptionV3 features for FID/KID are unavailable")]
     assert len(inception) <= 1 and (not inception or "torch-fidelity" in inception[0] or "weights-inception" in inception[0])

@@ -4,13 +4,12 @@ import pytest
 import torch
 
 from multifeat.errors import CheckpointError
-from multifeat.phases.attribute_evaluator import (
+from multifeat.eval.evaluator import (
     DEFAULT_EVALUATOR_SEED,
     AttributeEvaluator,
-    cached_evaluator,
-    evaluator_cache_key,
     load_evaluator,
 )
+from multifeat.eval.evaluator_cache import cached_evaluator, evaluator_cache_key
 
 
 def test_forward_shapes_and_probabilities():
@@ -55,7 +54,7 @@ def test_cache_key_depends_on_config():
 
 
 def test_cached_evaluator_reuses_file(tmp_path, quick_evaluator_ckpt, monkeypatch):
-    import multifeat.phases.attribute_evaluator as ae
+    import multifeat.eval.evaluator_cache as ae
 
     calls = []
 
@@ -112,7 +111,7 @@ def test_lightning_cli_config_trains_and_checkpoints(tmp_path, repo_root, monkey
 def test_cache_path_names_the_recipe_version(tmp_path, monkeypatch):
     """Every cached evaluator (synthetic or CelebA) is keyed by the training recipe: a new recipe never
     reuses an old file, and the same recipe and settings always find the same file."""
-    import multifeat.phases.attribute_evaluator as AE
+    import multifeat.eval.evaluator_cache as AE
 
     cfg = {"image_size": 32, "seed": 1, "max_steps": 10}
     a = AE.cached_evaluator_path("evaluator", cfg, tmp_path)

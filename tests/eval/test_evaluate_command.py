@@ -90,7 +90,7 @@ def test_evaluate_generator_checkpoint(tmp_path, quick_evaluator_ckpt):
     from lightning.pytorch import Trainer
 
     from multifeat.eval.evaluate import evaluate_generator
-    from multifeat.phases.attribute_evaluator import load_evaluator
+    from multifeat.eval.evaluator import load_evaluator
     from multifeat.phases.phase1 import Phase1GAN
 
     gen = Phase1GAN(image_size=16, z_dim=8, g_width=8, d_width=8, max_width=16, num_fixed=4)
@@ -118,7 +118,7 @@ def test_usage_error_returns_code(capsys):
 def test_without_evaluator_trains_and_caches_one(tmp_path, quick_evaluator_ckpt, monkeypatch, capsys):
     import shutil
 
-    import multifeat.phases.attribute_evaluator as ae
+    import multifeat.eval.evaluator_cache as ae
 
     trained = []
 
@@ -135,3 +135,26 @@ def test_without_evaluator_trains_and_caches_one(tmp_path, quick_evaluator_ckpt,
     assert len(trained) == 1 and trained[0]["image_size"] == 16 and trained[0]["seed"] == 10_000
     m = json.loads((tmp_path / "o2" / "metrics.json").read_text())
     assert m["evaluator"]["path"].startswith(str(tmp_path / "cache"))
+
+
+def test_evaluator_saved_under_the_old_module_path_still_loads(tmp_path, quick_evaluator_ckpt):
+    """Evaluators trained before the judge moved to multifeat.eval record the class
+    ``multifeat.phases.attribute_evaluator.AttributeEvaluator``; loading goes by that record."""
+    import torch
+
+    from multifeat.eval.evaluator import AttributeEvaluator, load_evaluator
+
+    ckpt = torch.load(quick_evaluator_ckpt, weights_only=True)
+    assert ckpt["multifeat"]["class_path"] == "multifeat.eval.evaluator.AttributeEvaluator"
+    ckpt["multifeat"]["class_path"] = "multifeat.phases.attribute_evaluator.AttributeEvaluator"
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    ev = load_evaluator(old)
+    assert isinstance(ev, AttributeEvaluator)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    torch.testing.assert_close(ev.predict_proba(x), load_evaluator(quick_evaluator_ckpt).predict_proba(x))
+    imgs = _write_faces(tmp_path / "imgs", 4, 16, seed=81)
+    out = tmp_path / "out"
+    assert cli_main(["evaluate", "--images", str(imgs), "--features", "bald", "--evaluator", str(old), "--real", "none",
+                     "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["evaluator"]["path"] == str(old)

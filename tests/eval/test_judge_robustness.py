@@ -8,14 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from multifeat.errors import ConfigError
-from multifeat.phases.attribute_evaluator import (
+from multifeat.eval.evaluator import AttributeEvaluator, load_evaluator
+from multifeat.eval.judge_data import (
     NONFACE_KINDS,
     VIEW_DEGRADATIONS,
-    AttributeEvaluator,
     balanced_accuracy,
     degradation_accuracy,
     degraded_view,
-    load_evaluator,
     nonface_images,
     nonface_rates,
     robust_batch,

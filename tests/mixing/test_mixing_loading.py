@@ -65,7 +65,7 @@ def test_errors_name_the_file_and_what_was_found(tmp_path):
 
 
 def test_classifiers_become_probability_functions():
-    from multifeat.phases.attribute_evaluator import AttributeEvaluator
+    from multifeat.eval.evaluator import AttributeEvaluator
     from multifeat.phases.feature_classifier import FeatureClassifier
 
     torch.manual_seed(0)

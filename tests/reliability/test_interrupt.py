@@ -120,7 +120,7 @@ FIT_CONFIG = {
                 "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                                "init_args": {"dirpath": "ckpt", "save_last": True, "save_top_k": 0,
                                              "every_n_train_steps": 5}}]},
-    "model": {"class_path": "multifeat.phases.attribute_evaluator.AttributeEvaluator",
+    "model": {"class_path": "multifeat.eval.evaluator.AttributeEvaluator",
               "init_args": {"image_size": 16, "width": 4, "max_width": 8}},
     "data": {"class_path": "multifeat.data.AttributeDataModule",
              "init_args": {"source": "synthetic", "image_size": 16, "num_samples": 48, "batch_size": 8,
@@ -170,7 +170,7 @@ def test_signal_in_a_step_saves_at_that_step_and_restores_the_handlers(tmp_path)
 
     from multifeat.callbacks.interrupt import InterruptCheckpoint, RunInterrupted
     from multifeat.data import AttributeDataModule
-    from multifeat.phases.attribute_evaluator import AttributeEvaluator
+    from multifeat.eval.evaluator import AttributeEvaluator
 
     class SignalAt(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
