@@ -177,16 +177,18 @@ class Judge:
 
 
 def load_judge(cfg: dict[str, Any], log: Callable[[str], None] = print) -> Judge:
-    """The judge: the checkpoint at ``evaluator.path`` when set, else the project's cached robust
-    synthetic evaluator (trained once with the ``evaluator`` settings and cached)."""
-    from multifeat.phases.attribute_evaluator import DEFAULT_ATTRIBUTES, cached_evaluator, load_evaluator
+    """The judge: the checkpoint at ``evaluator.path`` when set, else the package's default synthetic judge
+    (:func:`~multifeat.eval.evaluator_cache.cached_evaluator`: the shipped weight file for this image size
+    when the package has one, else the robust evaluator trained once with the ``evaluator`` settings and
+    cached; its log line says which)."""
+    from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES, load_evaluator
+    from multifeat.eval.evaluator_cache import cached_evaluator
 
     e = cfg["evaluator"]
     if e.get("path"):
         path = Path(e["path"])
         ev = load_evaluator(path)
     else:
-        log("judge: no evaluator file given (--evaluator); using the cached robust synthetic evaluator")
         with quiet():
             ev, path = cached_evaluator(int(cfg["image_size"]), DEFAULT_ATTRIBUTES, cache_dir=e.get("cache_dir"),
                                         seed=int(e["seed"]), max_steps=int(e["max_steps"]), num_samples=int(e["num_samples"]),

@@ -46,7 +46,7 @@ def _cli(*args) -> str:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from multifeat.phases.attribute_evaluator import train_evaluator
+    from multifeat.eval.evaluator import train_evaluator
 
     d = tmp_path_factory.mktemp("forgetting")
     ev = train_evaluator(image_size=16, max_steps=3, num_samples=64, width=4, max_width=8, out_path=d / "judge.ckpt")
@@ -85,7 +85,7 @@ def test_records_points_and_judge_hash(run):
 
 
 def test_saved_samples_rejudge_to_the_recorded_rates(run):
-    from multifeat.phases.attribute_evaluator import load_evaluator
+    from multifeat.eval.evaluator import load_evaluator
     from multifeat.phases.feature_classifier import FeatureClassifier
 
     ev = load_evaluator(run["evaluator"])
@@ -141,7 +141,7 @@ def test_rerun_skips_and_a_lost_record_is_redone_identically(run):
 
 
 def test_another_judge_is_refused_in_the_same_folder(run, tmp_path):
-    from multifeat.phases.attribute_evaluator import train_evaluator
+    from multifeat.eval.evaluator import train_evaluator
 
     other = train_evaluator(image_size=16, max_steps=2, num_samples=64, width=4, max_width=8, seed=5, out_path=tmp_path / "o.ckpt")
     with pytest.raises(ConfigError, match=r"c0-identity-b30-s0\.json' was written with another config or judge"):
