@@ -154,7 +154,7 @@ def plot(records: list[dict[str, Any]], features: Sequence[str], path: str | os.
                 for yy in range(int(y0), int(y0 + ph), 6):
                     d.line([(xy(sw, 0)[0], yy), (xy(sw, 0)[0], yy + 2)], fill="black")
             if i == 0:
-                d.text((x0 + pw / 2, y0 - 6), f"f = {f}, β2 = {b:g}" if f is not None else "b0", fill="black", font=fa, anchor="md")
+                d.text((x0 + pw / 2, y0 - 6), f"f = {f}, beta2 = {b:g}" if f is not None else "b0", fill="black", font=fa, anchor="md")
             d.text((x0 + 4, y0 + 3), f"{m} rate", fill=(90, 90, 90), font=fs)
             if i == len(metrics) - 1:
                 for s in (0, sw, x_max):
