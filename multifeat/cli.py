@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("multifeat.commands.evaluate", "measure feature rates, joint rate, FID/KID and diversity"),
     "bench": ("multifeat.commands.bench", "the MultiFeat-Synth benchmark: all methods, several seeds"),
     "faces": ("multifeat.commands.faces", "draw labelled face grids: SyntheticFaces combinations or real CelebA faces"),
+    "forgetting": ("multifeat.commands.forgetting", "Method A's forgetting curves: rates of G3 through a long phase 3"),
 }
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")

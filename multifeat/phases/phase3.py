@@ -17,38 +17,34 @@ starts exactly at G1. ``D3`` (:attr:`discriminator`) is a DCGAN discriminator, i
 G3's loss back-propagates *through* it into G3.
 
 **AdaIN addition.** At the start of epoch ``snapshot_epoch`` (0-based: after ``snapshot_epoch``
-finished epochs; default 500) G3 is copied into the frozen generator ``H`` (:attr:`h`). From then on
-(``adain_enabled``) the image of a noise ``z`` is, with the default ``adain_content="h"``::
+finished epochs; default 500) G3 is copied into the frozen generator ``H`` (:attr:`h`): the live G3
+(``snapshot_source="live"``, default) or an exponential moving average of G3 (``"ema"``:
+``ema <- d·ema + (1-d)·G3`` after every G3 update, ``d = snapshot_ema_decay``, BatchNorm statistics
+copied; kept in the checkpoint as :attr:`g3_ema`), so that H is not one noisy point of the
+adversarial trajectory. From then on (``adain_enabled``) the image of a noise ``z`` is, with the
+default ``adain_content="h"``::
 
     feat<R>:  G3's stages up to R; its R x R map is replaced by AdaIN(content=H's map at R for the
               same z, style=G3's map); G3's later stages render the image
     image:    tanh(AdaIN(content=H's RGB map before tanh, style=G3's RGB map before tanh))
 
-and this combined image is what D3, D2, both losses, :meth:`sample` and the evaluation see.
-AdaIN keeps the *spatial layout* of its content and imposes the *per-channel statistics* of its
-style. H is frozen at the end of the feature-2 stage, when G3's faces carry both features (feature 2
-from the data, feature 1 from D2); after the switch the data carry feature 1 only and D3 pushes
-G3 to drop feature 2. With H as content the layout that carries both features (where the beard is,
-the hairless scalp) stays that of H, while G3, trained on, sets the statistics and renders the later
-stages: each feature is kept. ``adain_content="g3"`` swaps the roles (G3's layout, H's statistics);
-then G3 can redraw the layout and, on the 32 px demo, loses feature 2 within a few epochs
-(joint rate 0 % against 47 % with ``"h"``; docs/method_a.md).
-The training data switch from feature 2 to feature 1 at ``switch_epoch`` (default: the snapshot
-epoch) through :class:`multifeat.data.switching.SwitchingDataModule`, which reads
-:attr:`data_switch_epoch` from this module.
+and this combined image is what D3, D2, both losses, :meth:`sample` and the evaluation see. AdaIN
+keeps the *spatial layout* of its content and imposes the *per-channel statistics* of its style: H,
+frozen when G3's faces should carry both features, keeps the layout while G3, trained on feature-1
+images after the switch, sets the statistics. ``adain_content="g3"`` swaps the roles (G3's layout,
+H's statistics). docs/method_a.md and docs/forgetting.md say what each choice does in practice.
+The data switch from feature 2 to feature 1 at ``switch_epoch`` (default: the snapshot epoch) goes
+through :class:`multifeat.data.switching.SwitchingDataModule`, which reads :attr:`data_switch_epoch`.
 
-**Checkpoints and reloading.** The G1 / D2 checkpoint files are read **only when the module is built
-from a config** (``arch`` not given): the architectures are taken from them and recorded in
-``hparams["arch"]`` and the weights are loaded. Every weight (G3, D3, D2, H, the snapshot flag) is in
-this module's state dict, so ``Phase3GAN.load_from_checkpoint`` and ``multifeat generate`` rebuild it
-from ``hparams["arch"]`` and never open ``g1_ckpt`` / ``d2_ckpt``. Resuming a fit
-(``--ckpt_path``) whose G1/D2 files have since been removed also works: the networks are then built
-from the resumed checkpoint's ``arch`` in :meth:`on_load_checkpoint`; a *fresh* fit without them
-fails with a message naming the missing file and the phase that writes it.
+**Checkpoints and reloading.** The G1 / D2 files are read **only when the module is built from a
+config** (``arch`` not given): their architectures are recorded in ``hparams["arch"]`` and their
+weights loaded. Every weight (G3, D3, D2, H, the snapshot flag) is in the state dict, so
+``load_from_checkpoint`` and ``multifeat generate`` rebuild the module from ``hparams["arch"]``
+without ``g1_ckpt`` / ``d2_ckpt``; so does a resumed fit (:meth:`on_load_checkpoint`). A *fresh*
+fit without them fails with a message naming the missing file and the phase that writes it.
 
-Logged on the steps the logger writes (every ``trainer.log_every_n_steps`` batches): ``loss/d3``, ``loss/g3`` (progress bar), ``d2/fake_mean`` (mean D2 of the fakes:
-does the fake keep feature 1?), ``d3/real_mean``, ``d3/fake_mean``, ``phase3/adain_active`` (0/1),
-``phase3/data_stage`` (0 before the data switch, 1 after).
+Logged every ``trainer.log_every_n_steps`` batches: ``loss/d3``, ``loss/g3`` (progress bar), ``d2/fake_mean``
+(does the fake keep feature 1?), ``d3/real_mean``, ``d3/fake_mean``, ``phase3/adain_active``, ``phase3/data_stage``.
 
 Shapes: batches are dicts with ``"image"`` [B, 3, S, S] in [-1, 1]; ``sample(n)`` -> [n, 3, S, S].
 """
@@ -70,6 +66,7 @@ from multifeat.io.checkpoints import _import_class, checkpoint_meta, load_checkp
 from multifeat.losses import ALPHA_DEFAULT, BETA_DEFAULT, check_weights, make_f, phase3_d_loss, phase3_g_loss
 from multifeat.nets.adain import adain
 from multifeat.nets.dcgan import NORMS, DCGANDiscriminator, DCGANGenerator
+from multifeat.nets.ema import EMA, check_decay
 from multifeat.nets.growth import GrownGenerator, normalise_add_blocks, parse_point
 from multifeat.phases.gan import (
     GANModule,
@@ -142,21 +139,18 @@ class Phase3GAN(GANModule):
         d_width, norm_d: D3's width / normalisation when not initialised from D1 (None: D1's).
         g1_use_ema: take G1 from Phase 1's EMA generator when it kept one (default True).
         snapshot_epoch: epoch (0-based) at whose start G3 is copied into H; None: never. Default 500.
+        snapshot_source: ``"live"`` (default: H = G3 at the snapshot) or ``"ema"`` (H = the EMA of G3).
+        snapshot_ema_decay: decay of that EMA per G3 update, in [0, 1). Default 0.999.
         switch_epoch: first epoch trained on feature-1 images; None (default): ``snapshot_epoch``.
         adain_at: ``"feat<R>"`` (the R x R feature map of G3, e.g. ``"feat16"``, default) or ``"image"``.
         adain_enabled: combine G3 and H with AdaIN after the snapshot (default True).
-        adain_content: ``"h"`` (default: H gives the content (layout), G3 the style (statistics)) or
-            ``"g3"`` (the reverse).
+        adain_content: ``"h"`` (default: H's layout, G3's statistics) or ``"g3"`` (the reverse).
         adain_eps: AdaIN's epsilon. Default 1e-5.
         num_fixed, fixed_seed: the fixed noise of :meth:`sample_fixed` (sample grids). Default 64, 0.
         finite_check_every_n_steps: run the non-finite guard on every n-th step; 0 disables it. Default 1.
-        augment, augment_p, ada_target, ada_interval, ada_kimg: ADA for D3 (never the frozen D2): the
-            :class:`~multifeat.nets.stylegan2.augment.AugmentPipe` preset (e.g. ``"bgc"``; None, the
-            default, builds nothing), the initial p (0), the target of ``E[sign(D(real) - 0.5)]``
-            (0.6; None keeps p fixed), batches between p updates (4), kimg for p to move by 1 (100).
-            See :mod:`multifeat.phases.gan`.
-        image_size: expected image side; None: G1's. A mismatch with G1 is an error. Recorded in the
-            hyper-parameters once the networks are built (G1's side).
+        augment, augment_p, ada_target, ada_interval, ada_kimg: ADA for D3 (never the frozen D2), as in
+            Phase1GAN (preset e.g. ``"bgc"``, None: off; p 0; target 0.6; interval 4; kimg 100).
+        image_size: expected image side; None: G1's (a mismatch is an error; recorded once built).
         arch: architectures recorded from the checkpoints at the first build; leave None.
     """
 
@@ -164,37 +158,26 @@ class Phase3GAN(GANModule):
 
     def __init__(
         self,
-        g1_ckpt: str | None = None,
-        d2_ckpt: str | None = None,
+        g1_ckpt: str | None = None, d2_ckpt: str | None = None,
         add_blocks: dict[int, int] | list[int] | None = None,
-        alpha: Sequence[float] = ALPHA_DEFAULT,
-        beta: Sequence[float] = BETA_DEFAULT,
-        f: str = "identity",
-        f_tau: float = 0.9,
-        lr_g: float = 2e-4,
-        lr_d: float = 2e-4,
-        betas_g: Sequence[float] = (0.5, 0.999),
-        betas_d: Sequence[float] = (0.5, 0.999),
+        alpha: Sequence[float] = ALPHA_DEFAULT, beta: Sequence[float] = BETA_DEFAULT,
+        f: str = "identity", f_tau: float = 0.9,
+        lr_g: float = 2e-4, lr_d: float = 2e-4,
+        betas_g: Sequence[float] = (0.5, 0.999), betas_d: Sequence[float] = (0.5, 0.999),
         d3_init_from_d1: bool = True,
-        d_width: int | None = None,
-        norm_d: str | None = None,
+        d_width: int | None = None, norm_d: str | None = None,
         g1_use_ema: bool = True,
-        snapshot_epoch: int | None = 500,
-        switch_epoch: int | None = None,
+        snapshot_epoch: int | None = 500, switch_epoch: int | None = None,
+        snapshot_source: str = "live", snapshot_ema_decay: float = 0.999,
         adain_at: str = "feat16",
         adain_enabled: bool = True,
-        adain_content: str = "h",
-        adain_eps: float = 1e-5,
-        num_fixed: int = 64,
-        fixed_seed: int = 0,
+        adain_content: str = "h", adain_eps: float = 1e-5,
+        num_fixed: int = 64, fixed_seed: int = 0,
         finite_check_every_n_steps: int = 1,
         image_size: int | None = None,
         arch: dict[str, Any] | None = None,
-        augment: str | None = None,
-        augment_p: float = 0.0,
-        ada_target: float | None = 0.6,
-        ada_interval: int = 4,
-        ada_kimg: float = 100,
+        augment: str | None = None, augment_p: float = 0.0, ada_target: float | None = 0.6,
+        ada_interval: int = 4, ada_kimg: float = 100,
     ) -> None:
         super().__init__()
         self._f = make_f(f, f_tau)
@@ -204,6 +187,9 @@ class Phase3GAN(GANModule):
         for name, e in (("snapshot_epoch", snapshot_epoch), ("switch_epoch", switch_epoch)):
             if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 0):
                 raise ConfigError(f"{name} must be an integer >= 0 or null, got {e!r}")
+        if snapshot_source not in ("live", "ema"):
+            raise ConfigError(f"snapshot_source must be 'live' (H = G3) or 'ema' (H = an EMA of G3), got {snapshot_source!r}")
+        check_decay(snapshot_ema_decay, "snapshot_ema_decay")
         if adain_content not in ("g3", "h"):
             raise ConfigError(f"adain_content must be 'h' (H content, G3 style) or 'g3' (the reverse), got {adain_content!r}")
         if norm_d is not None and norm_d not in NORMS:
@@ -225,6 +211,7 @@ class Phase3GAN(GANModule):
         self.discriminator: DCGANDiscriminator | None = None
         self.d2: nn.Module | None = None
         self.h: GrownGenerator | None = None
+        self.g3_ema: EMA | None = None
         # state that must survive a resume: whether H holds the snapshot, and when it was taken
         self.register_buffer("snapshot_taken", torch.zeros((), dtype=torch.bool))
         self.register_buffer("snapshot_at_epoch", torch.full((), -1, dtype=torch.long))
@@ -259,10 +246,8 @@ class Phase3GAN(GANModule):
         ck2 = load_checkpoint(d2_path, expect_phase="phase2")
         s1, s2 = checkpoint_meta(ck1).get("image_size"), checkpoint_meta(ck2).get("image_size")
         if s1 is not None and s2 is not None and int(s1) != int(s2):
-            raise CheckpointError(
-                f"d2_ckpt '{d2_path}' classifies {s2}x{s2} images but g1_ckpt '{g1_path}' generates {s1}x{s1} images; "
-                "train phase 2 at the image size of phase 1"
-            )
+            raise CheckpointError(f"d2_ckpt '{d2_path}' classifies {s2}x{s2} images but g1_ckpt '{g1_path}' generates "
+                                  f"{s1}x{s1} images; train phase 2 at the image size of phase 1")
         del ck1, ck2
         with own_hyperparameters():
             p1 = load_phase_module(g1_path, expect_phase="phase1")
@@ -271,9 +256,7 @@ class Phase3GAN(GANModule):
         g1 = p1.ema.module if use_ema else p1.generator
         d1 = p1.discriminator
         if not isinstance(g1, DCGANGenerator):
-            raise CheckpointError(
-                f"g1_ckpt '{g1_path}' holds a {type(g1).__name__} generator; Phase 3 grows a DCGANGenerator"
-            )
+            raise CheckpointError(f"g1_ckpt '{g1_path}' holds a {type(g1).__name__} generator; Phase 3 grows a DCGANGenerator")
         arch: dict[str, Any] = {
             "g1": {"z_dim": g1.z_dim, "image_size": g1.image_size, "width": g1.width, "max_width": g1.max_width, "norm": g1.norm},
             "g1_source": "ema" if use_ema else "generator",
@@ -288,12 +271,9 @@ class Phase3GAN(GANModule):
             arch["d3"] = {"image_size": d1.image_size, "width": d1.width, "max_width": d1.max_width, "norm": d1.norm}
         else:
             like = d1 if isinstance(d1, DCGANDiscriminator) else None
-            arch["d3"] = {
-                "image_size": g1.image_size,
-                "width": int(hp.d_width or (like.width if like else 64)),
-                "max_width": like.max_width if like else g1.max_width,
-                "norm": hp.norm_d or (like.norm if like else "batch"),
-            }
+            arch["d3"] = {"image_size": g1.image_size, "width": int(hp.d_width or (like.width if like else 64)),
+                          "max_width": like.max_width if like else g1.max_width,
+                          "norm": hp.norm_d or (like.norm if like else "batch")}
         self._build(arch)
         # weights: G1 into G3's base (and so into H), D1 into D3, the classifier into D2
         self.generator.base.load_state_dict(g1.state_dict())
@@ -301,6 +281,8 @@ class Phase3GAN(GANModule):
             self.discriminator.load_state_dict(d1.state_dict())
         self.d2.load_state_dict(p2.state_dict())
         self.h.load_state_dict(self.generator.state_dict())
+        if self.g3_ema is not None:
+            self.g3_ema.copy_from(self.generator)
         freeze(self.d2)
         freeze(self.h)
 
@@ -320,14 +302,14 @@ class Phase3GAN(GANModule):
             raise ConfigError(f"image_size={wanted} but g1_ckpt '{hp.g1_ckpt}' generates {size}x{size} images")
         d2_size = getattr(d2, "hparams", {}).get("image_size") if hasattr(d2, "hparams") else None
         if d2_size is not None and int(d2_size) != size:
-            raise CheckpointError(
-                f"d2_ckpt '{hp.d2_ckpt}' classifies {d2_size}x{d2_size} images but g1_ckpt '{hp.g1_ckpt}' generates "
-                f"{size}x{size} images; train phase 2 at the image size of phase 1"
-            )
+            raise CheckpointError(f"d2_ckpt '{hp.d2_ckpt}' classifies {d2_size}x{d2_size} images but g1_ckpt "
+                                  f"'{hp.g1_ckpt}' generates {size}x{size} images; train phase 2 at the image size of phase 1")
         self.generator = GrownGenerator(g1, hp.add_blocks)
         self.discriminator = d3
         self.d2 = freeze(d2)
         self.h = freeze(copy.deepcopy(self.generator))
+        if hp.snapshot_source == "ema":
+            self.g3_ema = EMA(self.generator, float(hp.snapshot_ema_decay))
         self._point = parse_point(hp.adain_at, self.generator.resolutions)
         self.z_dim = g1.z_dim
         self.hparams.update(
@@ -368,9 +350,10 @@ class Phase3GAN(GANModule):
 
     @torch.no_grad()
     def take_snapshot(self) -> None:
-        """Copy G3 (weights and batch-norm statistics) into the frozen H."""
+        """Copy G3, or its EMA with ``snapshot_source="ema"`` (weights and batch-norm statistics), into the frozen H."""
         self.check_ready()
-        self.h.load_state_dict(self.generator.state_dict())
+        source = self.g3_ema.module if self.g3_ema is not None else self.generator
+        self.h.load_state_dict(source.state_dict())
         freeze(self.h)
         self.snapshot_taken.fill_(True)
         self.snapshot_at_epoch.fill_(int(self.current_epoch) if self._trainer is not None else -1)
@@ -501,6 +484,8 @@ class Phase3GAN(GANModule):
         with self.toggled(opt_g):
             loss_g = phase3_g_loss(self.discriminator(self.d_input(fake)), self.d2_prob(fake), hp.beta, self._f)
             self.optimizer_update(opt_g, loss_g, "loss_g3")
+        if self.g3_ema is not None:
+            self.g3_ema.update(self.generator)
 
         s = self.data_switch_epoch
         return {

@@ -116,10 +116,7 @@ def test_mix_command_held_out_synthetic_guided_and_judged(tmp_path, capsys):
 
     from multifeat.commands.mix import main as mix_main
     from multifeat.io.network_files import save_network
-    try:
-        from multifeat.eval.evaluator import AttributeEvaluator
-    except ImportError:  # the evaluator's former place
-        from multifeat.phases.attribute_evaluator import AttributeEvaluator
+    from multifeat.eval.evaluator import AttributeEvaluator
 
     save_network(tiny_generator(0, resolution=16), tmp_path / "g.pt")
     for name, seed in (("guide", 0), ("judge", 1)):

@@ -1,0 +1,226 @@
+"""``multifeat forgetting`` at toy size: records, samples that re-judge to the recorded rates, branches
+that start from exactly the trunk's state, skip and resume, the table's intervals against hand numbers."""
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from multifeat.bench.forgetting import load_config, planned_runs
+from multifeat.bench.forgetting_report import mean_interval, summarize, table
+from multifeat.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: 16 px, 4-channel nets, 4 batches per epoch, switch after 2 epochs (batch 8), judged every 4 batches
+TINY = {
+    "image_size": 16, "seeds": [0], "grid": {"f": ["identity"], "beta2": [30.0]}, "variants": ["c0", "d_h"],
+    "data": {"num_samples": 64, "batch_size": 16},
+    "gan": {"z_dim": 8, "g_width": 4, "d_width": 4, "max_width": 8},
+    "phase1": {"steps": 6, "negative_bank": {"first_steps": 4, "every_n_steps": 2, "per_save": 4, "max_images": 8}},
+    "phase2": {"width": 4, "max_width": 8, "num_samples": 64, "epoch_size": 64, "epochs": 1},
+    "phase3": {"epochs": 4, "switch_epoch": 2, "eval_every": 4, "add_blocks": {8: 1}, "adain_at": "feat8"},
+    "eval": {"n": 8},
+}
+
+
+def _cli(*args) -> str:
+    """Run ``multifeat forgetting ARGS`` in this process; its standard output."""
+    from multifeat.commands.forgetting import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(list(args)) == 0
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from multifeat.eval.evaluator import train_evaluator
+
+    d = tmp_path_factory.mktemp("forgetting")
+    ev = train_evaluator(image_size=16, max_steps=3, num_samples=64, width=4, max_width=8, out_path=d / "judge.ckpt")
+    cfg = d / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    return {"dir": d, "evaluator": str(ev), "config": str(cfg)}
+
+
+@pytest.fixture(scope="module")
+def run(setup):
+    out = setup["dir"] / "out"
+    return {**setup, "out": out, "stdout": _cli("--config", setup["config"], "--evaluator", setup["evaluator"], "--out", str(out))}
+
+
+def _records(out):
+    return {p.stem: json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))}
+
+
+def test_records_points_and_judge_hash(run):
+    recs = _records(run["out"])
+    assert set(recs) == {"c0-identity-b30-s0", "d_h-identity-b30-s0"}
+    judge_sha = hashlib.sha256(Path(run["evaluator"]).read_bytes()).hexdigest()
+    for r in recs.values():
+        assert [p["step"] for p in r["points"]] == [0, 4, 8, 12, 16]  # 4 epochs x 4 batches, every 4
+        assert r["switch_step"] == 8 and r["steps"] == 16
+        assert r["evaluator"]["sha256"] == judge_sha
+        assert r["training_sets"]["phase3"]["joint"] == 0 and r["training_sets"]["phase1"]["joint"] == 0
+        assert r["training_sets"]["phase2"]["joint"] == 0
+    # c0 never switches; d_h switches to bald faces and combines with H after batch 8
+    assert [p["stage"] for p in recs["c0-identity-b30-s0"]["points"]] == ["before"] * 5
+    assert [(p["stage"], p["adain"]) for p in recs["d_h-identity-b30-s0"]["points"][3:]] == [("after", True)] * 2
+    lines = (run["out"] / "records.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["key"] for x in lines) == sorted(recs)
+    assert "| c0: D2 terms, no switch | identity | 30 | 1 |" in (run["out"] / "table.md").read_text()
+    assert (run["out"] / "forgetting.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_saved_samples_rejudge_to_the_recorded_rates(run):
+    from multifeat.eval.evaluator import load_evaluator
+    from multifeat.phases.feature_classifier import FeatureClassifier
+
+    ev = load_evaluator(run["evaluator"])
+    d2 = FeatureClassifier.load_from_checkpoint(run["out"] / "work" / "s0" / "phase2" / "final.ckpt").eval()
+    cols = [list(ev.attributes).index("bald"), list(ev.attributes).index("beard")]
+    r = _records(run["out"])["d_h-identity-b30-s0"]
+    samples = {}
+    for rel in r["samples"]:
+        samples.update(torch.load(run["out"] / rel, weights_only=True))
+    assert sorted(samples) == [p["step"] for p in r["points"]]
+    for p in r["points"]:
+        x = samples[p["step"]]
+        assert x.dtype == torch.uint8 and x.shape == (8, 3, 16, 16)
+        present = ev.predict_proba(x.float() / 127.5 - 1.0)[:, cols] > 0.5
+        assert p["bald"] == pytest.approx(present[:, 0].float().mean().item(), abs=1e-6)
+        assert p["beard"] == pytest.approx(present[:, 1].float().mean().item(), abs=1e-6)
+        assert p["joint"] == pytest.approx(present.all(dim=1).float().mean().item(), abs=1e-6)
+        assert p["d2_mean"] == pytest.approx(d2(x.float() / 127.5 - 1.0).mean().item(), abs=1e-5)  # the seed's frozen D2
+
+
+def test_branches_start_from_exactly_the_trunk(run):
+    recs = _records(run["out"])
+    trunk_ckpt = run["out"] / "work" / "s0" / "trunk-identity-b30-s0" / "trunk.ckpt"
+    state = torch.load(trunk_ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    h = hashlib.sha256()
+    for name, t in sorted(state.items()):
+        if name.startswith(("generator.", "discriminator.", "g3_ema.")):
+            h.update(name.encode())
+            h.update(t.contiguous().numpy().tobytes())
+    trunk_hash = h.hexdigest()[:16]
+    for r in recs.values():
+        assert r["start"]["step"] == 8  # resumed at the switch point, not retrained from batch 0
+        assert r["start"]["state_hash"] == trunk_hash == r["start"]["trunk_end_hash"]
+    a, b = recs["c0-identity-b30-s0"]["points"], recs["d_h-identity-b30-s0"]["points"]
+    assert a[:3] == b[:3]  # the trunk's judgements, shared
+    # then they part: other data and AdaIN after the switch train other weights
+    assert recs["c0-identity-b30-s0"]["end_state_hash"] != recs["d_h-identity-b30-s0"]["end_state_hash"]
+
+
+def test_rerun_skips_and_a_lost_record_is_redone_identically(run):
+    out = run["out"]
+    before = _records(out)
+    keep = out / "records" / "c0-identity-b30-s0.json"
+    lost = out / "records" / "d_h-identity-b30-s0.json"
+    trunk_marker = out / "work" / "s0" / "trunk-identity-b30-s0" / "trunk.json"
+    mtimes = (keep.stat().st_mtime_ns, trunk_marker.stat().st_mtime_ns)
+    lost.unlink()
+    stdout = _cli("--config", run["config"], "--evaluator", run["evaluator"], "--out", str(out))
+    assert "1/2 c0" not in stdout and "2/2 d_h-identity-b30-s0" in stdout
+    assert (keep.stat().st_mtime_ns, trunk_marker.stat().st_mtime_ns) == mtimes  # skipped, trunk reused
+    again = _records(out)["d_h-identity-b30-s0"]
+    assert again["points"] == before["d_h-identity-b30-s0"]["points"]  # the branch is deterministic on CPU
+
+
+def test_another_judge_is_refused_in_the_same_folder(run, tmp_path):
+    from multifeat.eval.evaluator import train_evaluator
+
+    other = train_evaluator(image_size=16, max_steps=2, num_samples=64, width=4, max_width=8, seed=5, out_path=tmp_path / "o.ckpt")
+    with pytest.raises(ConfigError, match=r"c0-identity-b30-s0\.json' was written with another config or judge"):
+        _cli("--config", run["config"], "--evaluator", str(other), "--out", str(run["out"]))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_records(run, tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "multifeat.cli", "forgetting", "--config", run["config"], "--evaluator", run["evaluator"],
+            "--out", str(out)]
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "records" / "c0-identity-b30-s0.json"
+    deadline = time.time() + 240
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists()
+    _cli("--config", run["config"], "--evaluator", run["evaluator"], "--out", str(out))
+    got, ref = _records(out), _records(run["out"])
+    assert set(got) == set(ref)
+    for key in ref:
+        for g, r in zip(got[key]["points"], ref[key]["points"], strict=True):
+            assert {k: g[k] for k in ("step", "stage", "bald", "beard", "joint")} == {k: r[k] for k in ("step", "stage", "bald", "beard", "joint")}
+            assert g["d2_mean"] == pytest.approx(r["d2_mean"], abs=1e-4)  # another process: float sums may differ in the last bits
+
+
+def test_print_config_and_bad_values(setup):
+    printed = _cli("--config", setup["config"], "--print-config")
+    assert printed.startswith("# config hash: ")
+    assert yaml.safe_load(printed)["phase3"]["switch_epoch"] == 2
+    with pytest.raises(ConfigError, match="variants: unknown.*'x'"):
+        load_config(setup["config"], overrides=["variants=[c, x]"])
+    with pytest.raises(ConfigError, match="eval_every=5 must divide the switch batch 8"):
+        load_config(setup["config"], overrides=["phase3.eval_every=5"])
+    with pytest.raises(ConfigError, match="unknown key 'epoch'"):
+        load_config(setup["config"], overrides=["phase3.epoch=3"])
+    quick = load_config(quick=True)
+    assert quick["seeds"] == [0] and quick["phase3"]["epochs"] * 32 >= 960
+
+
+def test_default_plan_shares_trunks():
+    cfg = load_config()
+    runs = planned_runs(cfg)
+    assert len(runs) == 5 + 4 * 6 * 5  # b0 per seed; four branches per (f, beta2, seed)
+    assert len({r.trunk_key for r in runs if r.variant != "b0"}) == 30
+    assert cfg["phase3"]["epochs"] * 32 >= 960 and runs[0].f is None and (runs[1].f, runs[1].beta2) == ("identity", 30.0)
+
+
+def test_interval_and_kept_vs_b0_by_hand():
+    m, hw = mean_interval([0.2, 0.4, 0.6])
+    assert m == pytest.approx(0.4)
+    assert hw == pytest.approx(4.302653 * 0.2 / 3 ** 0.5, rel=1e-5)  # t(0.975, 2) sd / sqrt(n)
+    assert mean_interval([0.5]) == (0.5, None)
+
+    def rec(v, seed, bald, f=None, b=None):
+        pts = [{"step": 0, "bald": 1.0, "beard": 0.0, "joint": 0.0}, {"step": 8, "bald": bald, "beard": 0.5, "joint": 0.25}]
+        return {"variant": v, "f": f, "beta2": b, "seed": seed, "switch_step": 0, "points": pts, "final": pts[-1]}
+
+    recs = [rec("b0", 0, 0.1), rec("b0", 1, 0.3), rec("c0", 0, 0.5, "identity", 30.0), rec("c0", 1, 0.9, "identity", 30.0)]
+    rows = {r["variant"]: r for r in summarize(recs, ("bald", "beard"))}
+    # kept vs b0 pairs seeds: (0.5 - 0.1, 0.9 - 0.3) = (0.4, 0.6): mean 0.5, half-width t(0.975, 1) * sd / sqrt(2)
+    assert rows["c0"]["kept_vs_b0"][0] == pytest.approx(0.5)
+    assert rows["c0"]["kept_vs_b0"][1] == pytest.approx(12.7062 * (0.02 ** 0.5) / 2 ** 0.5, rel=1e-4)
+    assert rows["b0"]["kept_vs_b0"] is None
+    md = table(recs, ("bald", "beard"))
+    assert "| c0: D2 terms, no switch | identity | 30 | 2 | 100.0 ± 0.0 | 70.0 ± 254.1 | 50.0 ± 0.0 | 25.0 ± 0.0 | 50.0 ± 127.1 | – |" in md
+
+
+@pytest.mark.slow
+def test_workers_split_seeds_and_give_the_same_records(run, tmp_path):
+    out = tmp_path / "workers"
+    _cli("--config", run["config"], "--evaluator", run["evaluator"], "--out", str(out), "--seeds", "0,1", "--variants", "c0",
+         "--workers", "2")
+    got = _records(out)
+    assert set(got) == {"c0-identity-b30-s0", "c0-identity-b30-s1"}
+    ref = _records(run["out"])["c0-identity-b30-s0"]["points"]
+    assert [(p["step"], p["bald"], p["beard"], p["joint"]) for p in got["c0-identity-b30-s0"]["points"]] == \
+        [(p["step"], p["bald"], p["beard"], p["joint"]) for p in ref]
+    assert len((out / "records.jsonl").read_text().splitlines()) == 2
