@@ -39,7 +39,7 @@ from multifeat.bench.training import Context, fit, make_trainer, quiet, save_che
 from multifeat.data.guard import assert_no_joint
 from multifeat.errors import ConfigError
 from multifeat.utils.config import read_yaml_mapping, set_dotted
-from multifeat.utils.files import atomic_torch_save, atomic_write_text, ensure_writable_dir
+from multifeat.utils.files import atomic_torch_save, atomic_write_text, ensure_writable_dir, file_sha256
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "bench_forgetting.yaml"
 VARIANTS = ("b0", "c0", "c", "d_h", "d_g3")
@@ -140,12 +140,6 @@ def planned_runs(cfg: dict[str, Any]) -> list[Run]:
 
 
 # ------------------------------------------------------------------------------------ the judge
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Judge:

@@ -67,8 +67,7 @@ from multifeat.errors import ConfigError, DataError
 from multifeat.eval.evaluate import evaluate_images, sample_images, synthetic_real_images
 from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES, AttributeEvaluator, load_evaluator
 from multifeat.eval.evaluator_cache import cached_evaluator
-from multifeat.pipeline.layout import file_sha256
-from multifeat.utils.files import atomic_write_text, ensure_writable_dir
+from multifeat.utils.files import atomic_write_text, ensure_writable_dir, file_sha256
 
 
 # ------------------------------------------------------------------------------------ environment

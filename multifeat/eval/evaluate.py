@@ -287,7 +287,7 @@ def sample_images(sample_fn: Callable[..., torch.Tensor], n: int, seed: int = 0,
 
 def _file_sha256(path) -> str | None:
     """SHA-256 (hex) of the evaluator's file, or None when it has none (an in-memory evaluator)."""
-    from multifeat.eval.shipped import file_sha256
+    from multifeat.utils.files import file_sha256
 
     return file_sha256(path) if path and os.path.isfile(path) else None
 

@@ -20,7 +20,6 @@ immature-generator negatives, :data:`SHIPPED_SETTINGS`) on one torch thread.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import sys
@@ -36,6 +35,7 @@ from multifeat.eval.evaluator import (
     AttributeEvaluator,
     load_evaluator,
 )
+from multifeat.utils.files import file_sha256
 
 #: The folder of the shipped weight files (package data).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -47,13 +47,6 @@ SHIPPED_SETTINGS: dict[str, object] = {"max_steps": 600, "num_samples": 4096, "b
 _NAME = re.compile(r"^synthetic(\d+)-([0-9a-f]{16})\.pt$")
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def shipped_sizes(folder: str | os.PathLike = WEIGHTS_DIR) -> dict[int, Path]:

@@ -19,9 +19,9 @@ from multifeat.errors import ConfigError, MultifeatError
 from multifeat.eval.evaluate import check_evaluator_matches, checkpoint_data_source
 from multifeat.io.checkpoints import load_phase_module
 from multifeat.pipeline.config import DEFAULT_CLASSES, split_spec
-from multifeat.pipeline.layout import DONE, PhaseResult, RunLayout, file_sha256
+from multifeat.pipeline.layout import DONE, PhaseResult, RunLayout
 from multifeat.pipeline.phases import Console, console_from
-from multifeat.utils.files import atomic_write_text, ensure_writable_dir
+from multifeat.utils.files import atomic_write_text, ensure_writable_dir, file_sha256
 from multifeat.utils.images import save_grid
 
 #: ``main(argv) -> exit code`` of ``multifeat evaluate``

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,13 +98,6 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file (hex), read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_rank_zero() -> bool:
@@ -117,4 +109,4 @@ def is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
-__all__ = ["DONE", "FINAL", "PHASES", "PRODUCES", "PhaseResult", "RunLayout", "config_hash", "file_sha256", "is_rank_zero"]
+__all__ = ["DONE", "FINAL", "PHASES", "PRODUCES", "PhaseResult", "RunLayout", "config_hash", "is_rank_zero"]

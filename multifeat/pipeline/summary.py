@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from multifeat.eval.evaluate import render_table
-from multifeat.pipeline.layout import PhaseResult, RunLayout, file_sha256
-from multifeat.utils.files import atomic_write_text
+from multifeat.pipeline.layout import PhaseResult, RunLayout
+from multifeat.utils.files import atomic_write_text, file_sha256
 
 
 def _rate(m: dict[str, Any], key: str) -> str:

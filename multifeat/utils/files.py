@@ -6,6 +6,7 @@ stray ``.tmp`` file beside it, never a half-written result.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -91,3 +92,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file (hex), read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

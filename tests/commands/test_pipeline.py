@@ -10,7 +10,7 @@ import yaml
 from multifeat.commands import pipeline as P
 from multifeat.errors import CheckpointError, ConfigError
 from multifeat.pipeline import checks, evaluation, phases
-from multifeat.pipeline import layout as L
+from multifeat.utils.files import file_sha256
 
 TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny_pipeline.yaml").read_text())
 
@@ -139,7 +139,7 @@ def test_pipeline_end_to_end_resume_and_skip(tmp_path, monkeypatch, capsys):
     after2 = _mtimes(run)
     assert all(after2[k] == before[k] for k in before if k.startswith(("phase1/", "phase2/")))
     new_eval = json.loads((run / "eval/done.json").read_text())
-    assert new_eval["inputs"]["phase3"] == L.file_sha256(run / "phase3/checkpoints/final.ckpt") != old_eval["inputs"]["phase3"]
+    assert new_eval["inputs"]["phase3"] == file_sha256(run / "phase3/checkpoints/final.ckpt") != old_eval["inputs"]["phase3"]
     assert new_eval["inputs"]["phase1"] == old_eval["inputs"]["phase1"]
     summary = json.loads((run / "summary.json").read_text())
     assert [(p["name"], p["status"]) for p in summary["phases"]][2:] == [("phase3", "resumed"), ("eval", "ran")]

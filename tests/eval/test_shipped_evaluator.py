@@ -10,10 +10,10 @@ from multifeat.errors import CheckpointError, ConfigError
 from multifeat.eval.shipped import (
     WEIGHTS_DIR,
     default_synthetic_evaluator,
-    file_sha256,
     shipped_sizes,
     verify_shipped_file,
 )
+from multifeat.utils.files import file_sha256
 
 SIZES = sorted(shipped_sizes())
 

@@ -115,8 +115,8 @@ def test_mix_command_held_out_synthetic_guided_and_judged(tmp_path, capsys):
     from lightning import Trainer
 
     from multifeat.commands.mix import main as mix_main
-    from multifeat.io.network_files import save_network
     from multifeat.eval.evaluator import AttributeEvaluator
+    from multifeat.io.network_files import save_network
 
     save_network(tiny_generator(0, resolution=16), tmp_path / "g.pt")
     for name, seed in (("guide", 0), ("judge", 1)):
