@@ -128,6 +128,21 @@ def load_state_dict_checked(module: nn.Module, state_dict: dict, where: str) -> 
     module.load_state_dict(state_dict, strict=True)
 
 
+def build_checked(cls: type[nn.Module], kwargs: object, state_dict: dict, where: str, what: str) -> nn.Module:
+    """``cls(**kwargs)`` with ``state_dict`` loaded by :func:`load_state_dict_checked`; a
+    :class:`CheckpointError` naming ``where`` and ``what`` (the kwargs' key) when the kwargs are not a
+    mapping or the class refuses them."""
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{where}: {what} must be a mapping of constructor arguments, got {type(kwargs).__name__}")
+    try:
+        module = cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{where}: cannot build a {cls.__name__} from {what} {kwargs!r} ({first})") from e
+    load_state_dict_checked(module, state_dict, where)
+    return module
+
+
 def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the network saved by :func:`save_network` (eval mode, on ``device``)."""
     config, state_dict = read_network_config(path)
@@ -137,12 +152,5 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise CheckpointError(
             f"'{path}' holds a network of class {name!r}; known classes: {', '.join(NETWORK_CLASSES)}"
         )
-    init_kwargs = config.get("init_kwargs")
-    if not isinstance(init_kwargs, dict):
-        raise CheckpointError(f"'{path}': init_kwargs must be a JSON object, got {type(init_kwargs).__name__}")
-    try:
-        module = cls(**init_kwargs)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"'{path}': cannot build {name} from {init_kwargs!r} ({e})") from e
-    load_state_dict_checked(module, state_dict, f"'{path}'")
+    module = build_checked(cls, config.get("init_kwargs"), state_dict, f"'{path}'", "init_kwargs")
     return module.to(device).eval()

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multifeat.errors import CheckpointError, ConfigError
+from multifeat.io.network_files import FORMAT, build_checked, load_network
 from multifeat.nets.stylegan2 import Generator
 
 __all__ = ["ProbabilityFn", "as_probability_fn", "load_probability_fn", "load_stylegan2_generator"]
@@ -75,8 +76,6 @@ def load_stylegan2_generator(path: str | os.PathLike, device: str | torch.device
     if not isinstance(payload, dict):
         raise CheckpointError(f"'{p}' holds a {type(payload).__name__}; expected a generator checkpoint or network file")
 
-    from multifeat.io.network_files import FORMAT, load_network, load_state_dict_checked
-
     if payload.get("format") == FORMAT:
         return _check_generator(load_network(p), p, "network").to(device)
     meta = payload.get("multifeat")
@@ -95,14 +94,7 @@ def load_stylegan2_generator(path: str | os.PathLike, device: str | torch.device
             raise CheckpointError(f"'{p}': the StyleGAN2ADA module has no G_ema")
         return _check_generator(g, p, "G_ema").to(device)
     if "G_init_kwargs" in payload and "G_state_dict" in payload:
-        kwargs = payload["G_init_kwargs"]
-        if not isinstance(kwargs, dict):
-            raise CheckpointError(f"'{p}': G_init_kwargs must be a dict, got {type(kwargs).__name__}")
-        try:
-            g = Generator(**kwargs)
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"'{p}': cannot build a Generator from G_init_kwargs {kwargs!r} ({_first_line(e)})") from e
-        load_state_dict_checked(g, payload["G_state_dict"], f"'{p}' G_state_dict")
+        g = build_checked(Generator, payload["G_init_kwargs"], payload["G_state_dict"], f"'{p}'", "G_init_kwargs")
         return g.eval().requires_grad_(False).to(device)
     keys = sorted(str(k) for k in payload)[:8]
     raise CheckpointError(
