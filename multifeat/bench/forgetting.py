@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback
 
+from multifeat.bench.forgetting_schema import parse_forgetting
 from multifeat.bench.training import Context, fit, make_trainer, quiet, save_checkpoint, validation_metrics
 from multifeat.data.guard import assert_no_joint
 from multifeat.errors import ConfigError
@@ -69,7 +70,7 @@ def load_config(path: str | os.PathLike | None = None, quick: bool = False, over
         cfg = _merge(cfg, cfg.get("quick") or {}, f"{path or DEFAULT_CONFIG}: quick")
     for item in overrides:
         set_dotted(cfg, item, create=False, example="phase3.epochs=40", what="forgetting config")
-    return validate_config(cfg)
+    return validate_config(parse_forgetting(cfg))
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:

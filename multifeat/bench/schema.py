@@ -181,11 +181,11 @@ def _parser() -> ArgumentParser:
     return _PARSER
 
 
-def parse_protocol(cfg: dict[str, Any], where: str = "benchmark config") -> dict[str, Any]:
-    """``cfg`` parsed and type-checked against :class:`Protocol` by jsonargparse; returns the parsed values
-    as nested dicts. A :class:`ConfigError` names the key and what it expects."""
+def parse_with(parser: ArgumentParser, cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """``cfg`` parsed by ``parser`` (built from typed dataclasses) as nested dicts; a :class:`ConfigError`
+    that names ``where``, the key and what it expects."""
     try:
-        return _parser().parse_object(cfg).as_dict()
+        return parser.parse_object(cfg).as_dict()
     except ArgumentError as e:
         msg = " ".join(str(e).split())
         key = re.search(r'Parser key "([^"]+)": ', msg)
@@ -194,4 +194,10 @@ def parse_protocol(cfg: dict[str, Any], where: str = "benchmark config") -> dict
         raise ConfigError(f"{where}: {msg}") from e
 
 
-__all__ = ["Protocol", "parse_protocol"]
+def parse_protocol(cfg: dict[str, Any], where: str = "benchmark config") -> dict[str, Any]:
+    """``cfg`` parsed and type-checked against :class:`Protocol` by jsonargparse; returns the parsed values
+    as nested dicts. A :class:`ConfigError` names the key and what it expects."""
+    return parse_with(_parser(), cfg, where)
+
+
+__all__ = ["NegativeBankSection", "Protocol", "parse_protocol", "parse_with"]

@@ -175,8 +175,12 @@ def test_print_config_and_bad_values(setup):
     printed = _cli("--config", setup["config"], "--print-config")
     assert printed.startswith("# config hash: ")
     assert yaml.safe_load(printed)["phase3"]["switch_epoch"] == 2
-    with pytest.raises(ConfigError, match="variants: unknown.*'x'"):
+    with pytest.raises(ConfigError, match=r"forgetting config: variants: .*Got value: x"):
         load_config(setup["config"], overrides=["variants=[c, x]"])
+    with pytest.raises(ConfigError, match=r"forgetting config: phase3\.epochs: Expected a <class 'int'>. Got value: many"):
+        load_config(setup["config"], overrides=["phase3.epochs=many"])
+    with pytest.raises(ConfigError, match=r"forgetting config: grid\.f: .*Got value: relu"):
+        load_config(setup["config"], overrides=["grid.f=[relu]"])
     with pytest.raises(ConfigError, match="eval_every=5 must divide the switch batch 8"):
         load_config(setup["config"], overrides=["phase3.eval_every=5"])
     with pytest.raises(ConfigError, match="unknown key 'epoch'"):
