@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from jsonargparse import ArgumentParser
 
-from multifeat.bench.schema import NegativeBankSection, parse_with
+from multifeat.bench.schema import ClassifierSection, NegativeBankSection, parse_with
 
 
 @dataclass(kw_only=True)
@@ -45,17 +45,6 @@ class GanSection:
 class Phase1Section:
     steps: int
     negative_bank: NegativeBankSection
-
-
-@dataclass(kw_only=True)
-class Phase2Section:
-    width: int
-    max_width: int
-    lr: float
-    num_samples: int
-    epoch_size: int
-    epochs: int
-    val_fraction: float
 
 
 @dataclass(kw_only=True)
@@ -110,7 +99,7 @@ class Forgetting:
     data: DataSection
     gan: GanSection
     phase1: Phase1Section
-    phase2: Phase2Section
+    phase2: ClassifierSection       # the same D2 settings as the benchmark's method_a.phase2
     phase3: Phase3Section
     eval: EvalSection
     evaluator: EvaluatorSection

@@ -200,4 +200,4 @@ def parse_protocol(cfg: dict[str, Any], where: str = "benchmark config") -> dict
     return parse_with(_parser(), cfg, where)
 
 
-__all__ = ["NegativeBankSection", "Protocol", "parse_protocol", "parse_with"]
+__all__ = ["ClassifierSection", "NegativeBankSection", "Protocol", "parse_protocol", "parse_with"]
