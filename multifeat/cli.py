@@ -25,6 +25,7 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -290,8 +291,33 @@ def user_error(exc: BaseException):
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run_reporting(run: Callable[[], int], label: str, catch_exit: bool = False) -> int:
+    """Run one command; a user error (a :class:`MultifeatError` anywhere in the exception chain) becomes a
+    one-line ``<label>: error: ...`` and exit code 2, Ctrl-C exit code 130; anything else propagates.
+    ``catch_exit``: also turn a ``SystemExit`` (jsonargparse exits on --help and on bad arguments) into
+    its exit code, reporting a user error behind it."""
+    try:
+        return run()
+    except SystemExit as e:
+        if not catch_exit:
+            raise
+        found = user_error(e)
+        if found is not None:
+            print(f"{label}: error: {found}", file=sys.stderr)
+            return 2
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    except KeyboardInterrupt:
+        print(f"{label}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        found = user_error(e)
+        if found is None:
+            raise
+        print(f"{label}: error: {found}", file=sys.stderr)
+        return 2
 
+
+def main(argv: list[str] | None = None) -> int:
     explicit = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = os.path.basename(sys.argv[0]) or "multifeat"
@@ -304,35 +330,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{prog}: the '{argv[0]}' command is not available in this build", file=sys.stderr)
                 return 2
             raise
-        try:
-            return int(module.main(argv[1:]) or 0)
-        except KeyboardInterrupt:
-            print(f"{prog} {argv[0]}: interrupted", file=sys.stderr)
-            return 130
-        except Exception as e:
-            found = user_error(e)
-            if found is None:
-                raise
-            print(f"{prog} {argv[0]}: error: {found}", file=sys.stderr)
-            return 2
-    try:
+        return _run_reporting(lambda: int(module.main(argv[1:]) or 0), f"{prog} {argv[0]}")
+
+    def lightning_subcommand() -> int:
         build_cli(argv if explicit else None)
-    except SystemExit as e:  # jsonargparse exits on --help and on bad arguments
-        found = user_error(e)
-        if found is not None:
-            print(f"{prog}: error: {found}", file=sys.stderr)
-            return 2
-        return int(e.code or 0) if not isinstance(e.code, str) else 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        found = user_error(e)
-        if found is None:
-            raise
-        print(f"{prog}: error: {found}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return _run_reporting(lightning_subcommand, prog, catch_exit=True)
 
 
 if __name__ == "__main__":
