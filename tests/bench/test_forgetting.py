@@ -151,9 +151,10 @@ def test_another_judge_is_refused_in_the_same_folder(run, tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_records(run, tmp_path):
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # the reference ran in this process: the killed run uses as many torch threads, so its float sums match
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     args = [sys.executable, "-m", "multifeat.cli", "forgetting", "--config", run["config"], "--evaluator", run["evaluator"],
-            "--out", str(out)]
+            "--out", str(out), "--threads", str(torch.get_num_threads())]
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = out / "records" / "c0-identity-b30-s0.json"
     deadline = time.time() + 240
