@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from jsonargparse import ArgumentParser
 
-from multifeat.bench.schema import ClassifierSection, NegativeBankSection, parse_with
+from multifeat.bench.schema import ClassifierSection, DcganSection, NegativeBankSection, parse_with
 
 
 @dataclass(kw_only=True)
@@ -27,18 +27,6 @@ class DataSection:
     num_samples: int
     batch_size: int
     cache: bool
-
-
-@dataclass(kw_only=True)
-class GanSection:
-    z_dim: int
-    g_width: int
-    d_width: int
-    max_width: int
-    norm_d: str
-    lr: float
-    ema_decay: float | None = None
-    ema_rampup: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -97,7 +85,7 @@ class Forgetting:
     precision: str | None = None
     threads: int | None = None
     data: DataSection
-    gan: GanSection
+    gan: DcganSection
     phase1: Phase1Section
     phase2: ClassifierSection       # the same D2 settings as the benchmark's method_a.phase2
     phase3: Phase3Section

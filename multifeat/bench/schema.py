@@ -56,7 +56,9 @@ class EvalSection:
 
 
 @dataclass(kw_only=True)
-class GanSection:
+class DcganSection:
+    """The DCGAN's sizes, learning rate and EMA (the benchmark's ``gan``, the forgetting experiment's ``gan``)."""
+
     z_dim: int
     g_width: int
     d_width: int
@@ -65,6 +67,10 @@ class GanSection:
     lr: float
     ema_decay: float | None = None
     ema_rampup: float | None = None
+
+
+@dataclass(kw_only=True)
+class GanSection(DcganSection):
     augment: str | None = None
     steps: int
 
@@ -200,4 +206,4 @@ def parse_protocol(cfg: dict[str, Any], where: str = "benchmark config") -> dict
     return parse_with(_parser(), cfg, where)
 
 
-__all__ = ["ClassifierSection", "NegativeBankSection", "Protocol", "parse_protocol", "parse_with"]
+__all__ = ["ClassifierSection", "DcganSection", "NegativeBankSection", "Protocol", "parse_protocol", "parse_with"]
