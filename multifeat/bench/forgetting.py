@@ -106,7 +106,8 @@ def batches_per_epoch(cfg: dict[str, Any]) -> int:
 def config_hash(cfg: dict[str, Any]) -> str:
     """Hash of everything that changes a run's numbers (not which runs are selected)."""
     c = {k: v for k, v in cfg.items() if k not in _SELECTION_KEYS}
-    c["evaluator"] = {k: v for k, v in c["evaluator"].items() if k != "cache_dir"}
+    # the judge is identified by its file's sha256 (checked on its own), not by where the file lies
+    c["evaluator"] = {k: (None if k == "path" else v) for k, v in c["evaluator"].items() if k != "cache_dir"}
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -192,6 +193,12 @@ def load_judge(cfg: dict[str, Any], log: Callable[[str], None] = print) -> Judge
     return Judge(ev, path, list(cfg["features"]), float(cfg["eval"]["threshold"]))
 
 
+def evaluation_noise(cfg: dict[str, Any]) -> torch.Tensor:
+    """The fixed noise every evaluation point (and G1's rates) samples: ``eval.n`` x ``z_dim``, seed ``eval.noise_seed``."""
+    g = torch.Generator().manual_seed(int(cfg["eval"]["noise_seed"]))
+    return torch.randn(int(cfg["eval"]["n"]), int(cfg["gan"]["z_dim"]), generator=g)
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] -> uint8 [0, 255] (as a PNG would store them)."""
     return ((images.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
@@ -249,8 +256,7 @@ class Experiment:
         self.bpe = batches_per_epoch(cfg)
         p3 = cfg["phase3"]
         self.epochs, self.switch = int(p3["epochs"]), int(p3["switch_epoch"])
-        g = torch.Generator().manual_seed(int(cfg["eval"]["noise_seed"]))
-        self.z = torch.randn(int(cfg["eval"]["n"]), int(cfg["gan"]["z_dim"]), generator=g)
+        self.z = evaluation_noise(cfg)
         self._data: dict[int, Any] = {}
         for sub in ("records", "samples", "work"):
             ensure_writable_dir(self.out / sub)
@@ -482,4 +488,4 @@ def read_records(out: str | os.PathLike) -> Iterator[dict[str, Any]]:
 
 
 __all__ = ["BRANCHES", "DEFAULT_CONFIG", "VARIANTS", "Experiment", "Judge", "Probe", "Run", "batches_per_epoch",
-           "config_hash", "fill_d2_means", "load_config", "load_judge", "planned_runs", "read_records", "state_hash", "to_uint8"]
+           "config_hash", "evaluation_noise", "fill_d2_means", "load_config", "load_judge", "planned_runs", "read_records", "state_hash", "to_uint8"]

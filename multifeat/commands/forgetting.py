@@ -6,6 +6,7 @@ Usage::
     multifeat forgetting --quick --out runs/forgetting_quick   # one seed, the paper's f and beta2
     multifeat forgetting --threads 2 --out runs/forgetting_t2  # the same with two torch threads
     multifeat forgetting --evaluator judge.ckpt                # another judge (its hash is in every record)
+    multifeat forgetting --out DIR --rejudge                   # re-rate DIR's stored samples with the judge
     multifeat forgetting --print-config
 
 A re-run into the same ``--out`` skips the finished records and reuses the finished trunks and
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluator", metavar="PATH", help="the judge's checkpoint (default: the cached robust synthetic evaluator)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/forgetting, runs/forgetting_quick with --quick)")
     p.add_argument("--report-only", action="store_true", help="rewrite table, summary and figure from the records in --out")
+    p.add_argument("--rejudge", action="store_true",
+                   help="re-rate the stored samples (and G1) in --out with the judge (default or --evaluator), rewrite "
+                   "records, table and figure; trains nothing")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     return p
 
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from multifeat.bench.forgetting import (
         Experiment,
         config_hash,
+        evaluation_noise,
         fill_d2_means,
         load_config,
         load_judge,
@@ -76,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = args.out or ("runs/forgetting_quick" if args.quick else "runs/forgetting")
     features = list(cfg["features"])
+    if args.rejudge:
+        from multifeat.bench.forgetting_rejudge import rejudge
+
+        judge = load_judge(cfg)
+        rejudge(out, judge, evaluation_noise(cfg))
+        args.report_only = True
     if args.report_only:
         records = list(read_records(out))
         n = fill_d2_means(out, records)

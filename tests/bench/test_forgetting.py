@@ -148,6 +148,63 @@ def test_another_judge_is_refused_in_the_same_folder(run, tmp_path):
         _cli("--config", run["config"], "--evaluator", str(other), "--out", str(run["out"]))
 
 
+def test_rejudge_rerates_stored_samples_and_a_rerun_then_resumes(run, tmp_path):
+    import shutil
+
+    from multifeat.eval.evaluator import load_evaluator, train_evaluator
+    from multifeat.phases.phase1 import Phase1GAN
+
+    out = tmp_path / "copy"
+    shutil.copytree(run["out"], out)
+    before = _records(out)
+    other = train_evaluator(image_size=16, max_steps=2, num_samples=64, width=4, max_width=8, seed=7, out_path=tmp_path / "o.ckpt")
+    stdout = _cli("--config", run["config"], "--evaluator", str(other), "--out", str(out), "--rejudge")
+    assert "re-judged 2 records, 1 trunks and 1 G1s" in stdout
+    ev = load_evaluator(other)
+    cols = [list(ev.attributes).index("bald"), list(ev.attributes).index("beard")]
+    sha = hashlib.sha256(Path(other).read_bytes()).hexdigest()
+    changed = 0
+    for key, rec in _records(out).items():
+        assert rec["evaluator"]["sha256"] == sha and rec["final"] == rec["points"][-1]
+        samples = {}
+        for rel in rec["samples"]:
+            samples.update(torch.load(out / rel, weights_only=True))
+        for p, old in zip(rec["points"], before[key]["points"], strict=True):
+            present = ev.predict_proba(samples[p["step"]].float() / 127.5 - 1.0)[:, cols] > 0.5
+            assert p["bald"] == pytest.approx(present[:, 0].float().mean().item(), abs=1e-6)
+            assert p["joint"] == pytest.approx(present.all(dim=1).float().mean().item(), abs=1e-6)
+            assert p["d2_mean"] == old["d2_mean"] and p["step"] == old["step"]  # D2's view does not depend on the judge
+            changed += (p["bald"], p["beard"]) != (old["bald"], old["beard"])
+    assert changed > 0  # another judge, other verdicts: the rewrite is not a copy
+    # G1's rates: G1 regenerated from its checkpoint on the experiment's noise, rated by the new judge
+    from multifeat.bench.forgetting import evaluation_noise, load_config
+
+    cfg = load_config(run["config"])
+    g1 = Phase1GAN.load_from_checkpoint(out / "work" / "s0" / "phase1" / "final.ckpt", map_location="cpu").eval()
+    x = ((g1.generate(evaluation_noise(cfg)).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    present = ev.predict_proba(x.float() / 127.5 - 1.0)[:, cols] > 0.5
+    assert _records(out)["c0-identity-b30-s0"]["g1_rates"]["bald"] == pytest.approx(present[:, 0].float().mean().item(), abs=1e-6)
+    # the folder is now the new judge's: a run with it trains nothing and keeps the records
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")}
+    stdout = _cli("--config", run["config"], "--evaluator", str(other), "--out", str(out))
+    assert "1/2" not in stdout and "2/2" not in stdout
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")} == mtimes
+
+
+def test_rejudge_names_missing_samples(run, tmp_path):
+    import shutil
+
+    from multifeat.errors import DataError
+
+    out = tmp_path / "copy"
+    shutil.copytree(run["out"], out)
+    (out / "samples" / "c0-identity-b30-s0.pt").unlink()
+    before = (out / "records" / "d_h-identity-b30-s0.json").read_text()
+    with pytest.raises(DataError, match=r"c0-identity-b30-s0\.pt', which do not exist"):
+        _cli("--config", run["config"], "--evaluator", run["evaluator"], "--out", str(out), "--rejudge")
+    assert (out / "records" / "d_h-identity-b30-s0.json").read_text() == before  # nothing rewritten
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_records(run, tmp_path):
     out = tmp_path / "killed"
