@@ -7,6 +7,7 @@ Usage::
     multifeat forgetting --threads 2 --out runs/forgetting_t2  # the same with two torch threads
     multifeat forgetting --evaluator judge.ckpt                # another judge (its hash is in every record)
     multifeat forgetting --out DIR --rejudge                   # re-rate DIR's stored samples with the judge
+    multifeat forgetting --out DIR --report-only --compare DIR2  # does a second run agree? (agreement.md)
     multifeat forgetting --print-config
 
 A re-run into the same ``--out`` skips the finished records and reuses the finished trunks and
@@ -19,6 +20,7 @@ import argparse
 import shlex
 import sys
 import time
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rejudge", action="store_true",
                    help="re-rate the stored samples (and G1) in --out with the judge (default or --evaluator), rewrite "
                    "records, table and figure; trains nothing")
+    p.add_argument("--compare", metavar="DIR",
+                   help="another run's --out folder: its means are drawn dashed in the figure and agreement.md says, per "
+                   "row, whether each run's end-of-phase mean lies inside the other's 95 %% interval")
+    p.add_argument("--label", nargs=2, metavar=("THIS", "OTHER"), default=("", ""),
+                   help="names of --out's run and --compare's run in the figure and agreement.md")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     return p
 
@@ -92,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         n = fill_d2_means(out, records)
         if n:
             print(f"[forgetting] D2's mean on {n} stored sample sets computed now (records of an earlier version)")
-        files = write_outputs(out, records, features)
+        second = _compare_records(args.compare)
+        files = write_outputs(out, records, features, second=second, labels=tuple(args.label))
         print(table(records, features))
-        print(f"table: {files['table']}  figure: {files['figure']}")
+        if second:
+            print(Path(files["agreement"]).read_text())
+        print("  ".join(f"{k}: {v}" for k, v in files.items() if k != "records"))
         return 0
     import torch
 
@@ -120,12 +130,28 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"command": command.strip(), "config_hash": exp.hash, "config": {k: v for k, v in cfg.items() if k != "quick"},
              "evaluator": judge.info(), "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
              "torch_threads": torch.get_num_threads(), "workers": args.workers, "hardware": hardware_info()}
-    files = write_outputs(out, records, features, extra)
+    second = _compare_records(args.compare)
+    files = write_outputs(out, records, features, extra, second=second, labels=tuple(args.label))
     print()
     print(table(records, features))
+    if second:
+        print(Path(files["agreement"]).read_text())
     print(f"records: {files['records']}  table: {files['table']}  figure: {files['figure']}  "
           f"({time.perf_counter() - t0:.0f} s this call)")
     return 0
+
+
+def _compare_records(folder: str | None) -> list[dict] | None:
+    """The records of ``--compare``'s folder (None without the option); an empty or missing folder is an error."""
+    if not folder:
+        return None
+    from multifeat.bench.forgetting import read_records
+    from multifeat.errors import ConfigError
+
+    recs = list(read_records(folder))
+    if not recs:
+        raise ConfigError(f"--compare '{folder}' holds no records (expected {Path(folder) / 'records'}/*.json)")
+    return recs
 
 
 def _run_workers(argv: list[str], n: int, judge_path: str) -> None:

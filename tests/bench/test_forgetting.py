@@ -286,3 +286,32 @@ def test_workers_split_seeds_and_give_the_same_records(run, tmp_path):
     assert [(p["step"], p["bald"], p["beard"], p["joint"]) for p in got["c0-identity-b30-s0"]["points"]] == \
         [(p["step"], p["bald"], p["beard"], p["joint"]) for p in ref]
     assert len((out / "records.jsonl").read_text().splitlines()) == 2
+
+
+def test_agreement_of_two_runs_by_hand(tmp_path):
+    from multifeat.bench.forgetting_report import agreement, agreement_table, write_outputs
+
+    def rec(seed, bald, beard):
+        pts = [{"step": 0, "bald": 0.0, "beard": 0.0, "joint": 0.0}, {"step": 8, "bald": bald, "beard": beard, "joint": 0.0}]
+        return {"variant": "c", "f": "identity", "beta2": 30.0, "seed": seed, "switch_step": 0, "points": pts, "final": pts[-1]}
+
+    t2 = 12.7062  # t(0.975, 1)
+    first = [rec(0, 0.4, 0.10), rec(1, 0.6, 0.12)]   # bald 0.5 ± t2 * 0.1414 / 1.414 = 0.5 ± 1.27; beard 0.11 ± 0.127
+    second = [rec(0, 0.5, 0.50), rec(1, 0.7, 0.52)]  # bald 0.6 (inside); beard 0.51, 0.40 away: outside 0.127
+    rows = {r["metric"]: r for r in agreement(first, second, ("bald", "beard"))}
+    assert rows["bald"]["first"][0] == pytest.approx(0.5) and rows["bald"]["first"][1] == pytest.approx(t2 * 0.1, rel=1e-4)
+    assert rows["bald"]["agree"] is True
+    assert rows["beard"]["second"][0] == pytest.approx(0.51) and rows["beard"]["agree"] is False
+    assert rows["joint"]["agree"] is True  # both 0 ± 0
+    assert agreement(first[:1], second, ("bald", "beard"))[0]["agree"] is None  # one seed: no interval, no verdict
+    md = agreement_table(list(rows.values()), ("one thread", "two threads"))
+    assert "| c: D2 terms + switch | identity | 30 | beard | 11.0 ± 12.7 | 51.0 ± 12.7 | **no** |" in md
+    files = write_outputs(tmp_path, first, ("bald", "beard"), second=second, labels=("one thread", "two threads"))
+    assert Path(files["agreement"]).read_text() == md
+    assert json.loads(Path(files["summary"]).read_text())["agreement"]["labels"] == ["one thread", "two threads"]
+
+
+def test_compare_needs_records(setup, tmp_path):
+    (tmp_path / "records").mkdir()
+    with pytest.raises(ConfigError, match=r"--compare '.*' holds no records"):
+        _cli("--config", setup["config"], "--out", str(tmp_path), "--report-only", "--compare", str(tmp_path / "none"))
