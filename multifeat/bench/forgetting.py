@@ -312,9 +312,12 @@ class Experiment:
             done = json.loads(marker.read_text())
             if done.get("config_hash") == self.hash:
                 return done
+        import lightning as L
+
         cfg, (f1, f2) = self.cfg, self.cfg["features"]
         g, d, size = cfg["gan"], cfg["data"], int(cfg["image_size"])
         t0 = time.perf_counter()
+        L.seed_everything(int(seed), workers=True, verbose=False)  # G1's initial weights (torch's own seed differs per process)
         data1 = AttributeDataModule(source="synthetic", image_size=size, require={f1: True, f2: False},
                                     num_samples=int(d["num_samples"]), synthetic={"joint_fraction": 0.0, "cache": bool(d["cache"])},
                                     batch_size=int(d["batch_size"]), val_fraction=0.0, seed=int(seed))
@@ -350,8 +353,11 @@ class Experiment:
 
     # -- phase 3
     def _module(self, seed: int, variant: str, f: str, beta2: float):
+        import lightning as L
+
         from multifeat.phases.phase3 import Phase3GAN
 
+        L.seed_everything(int(seed), workers=True, verbose=False)  # any freshly initialised weight of G3 / D3
         p3 = self.cfg["phase3"]
         root = self.out / "work" / f"s{seed}"
         alpha = [float(a) for a in p3["alpha"]]

@@ -173,6 +173,9 @@ def real_images(ctx: Context) -> tuple[torch.Tensor, str]:
 def _train(ctx: Context, spec: MethodSpec, seed: int, out: Path) -> Trained:
     work = ensure_writable_dir(out / "work" / f"seed{seed}" / spec.id)
     ev = ctx.config["eval"]
+    # The methods build their networks before fit() seeds the run, and torch seeds its default generator
+    # randomly in every process: without this, each process would start from other initial weights.
+    lightning.seed_everything(int(seed), workers=True, verbose=False)
     if spec.key == "a":
         return train_beard_gan(ctx, seed, work)
     if spec.key in ("b", "c", "d"):

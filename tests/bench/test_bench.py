@@ -164,6 +164,25 @@ def test_benchmark_method_refuses_joint_training_data(tmp_path):
     assert not (tmp_path / "generator.ckpt").exists()
 
 
+def test_a_method_trains_the_same_weights_whatever_the_process_random_state(tmp_path):
+    """torch seeds its default generator randomly in each process; the benchmark's networks are built before
+    fit() seeds, so the runner seeds first: two different global states before the same (method, seed) train
+    identical generators."""
+    from multifeat.bench.runner import _train
+
+    cfg = B.load_config(None, preset="smoke")
+    ctx = Context(cfg, FEATURES, log=lambda m: None)
+    spec = resolve_methods("a")[0]
+    states = []
+    for k, pre in enumerate((1, 2)):
+        torch.manual_seed(pre)
+        _train(ctx, spec, 0, tmp_path / f"r{k}")
+        ckpt = next((tmp_path / f"r{k}").rglob("generator.ckpt"))
+        states.append(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    assert states[0].keys() == states[1].keys() and len(states[0]) > 0
+    assert all(torch.equal(states[0][n], states[1][n]) for n in states[0])
+
+
 def _celeba_truth(info) -> tuple[np.ndarray, np.ndarray]:
     v = info["values"] > 0
     col = {c: i for i, c in enumerate(CELEBA_COLUMNS)}

@@ -148,6 +148,24 @@ def test_another_judge_is_refused_in_the_same_folder(run, tmp_path):
         _cli("--config", run["config"], "--evaluator", str(other), "--out", str(run["out"]))
 
 
+def test_g1_and_d2_do_not_depend_on_the_process_random_state(setup, tmp_path):
+    """torch seeds its default generator randomly in each process: G1 and D2 must come from the seed alone."""
+    from multifeat.bench.forgetting import Experiment, load_judge
+
+    cfg = load_config(setup["config"], overrides=[f"evaluator.path={setup['evaluator']}"])
+    states = []
+    for k, pre in enumerate((1, 2)):
+        torch.manual_seed(pre)
+        exp = Experiment(cfg, tmp_path / f"r{k}", load_judge(cfg, log=lambda m: None), log=lambda m: None)
+        exp.shared(0)
+        states.append({ph: torch.load(tmp_path / f"r{k}" / "work" / "s0" / ph / "final.ckpt", map_location="cpu",
+                                      weights_only=False)["state_dict"] for ph in ("phase1", "phase2")})
+    for ph in ("phase1", "phase2"):
+        a, b = states[0][ph], states[1][ph]
+        assert a.keys() == b.keys() and len(a) > 0
+        assert all(torch.equal(a[n], b[n]) for n in a), ph
+
+
 def test_rejudge_rerates_stored_samples_and_a_rerun_then_resumes(run, tmp_path):
     import shutil
 
