@@ -132,7 +132,7 @@ class StyleGANSection:
 class MethodBSection:
     stylegan: StyleGANSection
     classifier: ClassifierSection
-    styles: Literal["projected", "sampled"]  # projected: held-out targets (the paper's); sampled: random styles
+    styles: Literal["sampled", "projected"]  # projected (default): held-out targets, the paper's; sampled: not
     pool_factor: int
     truncation_psi: float
     project_steps: int

@@ -1,8 +1,9 @@
 """The benchmark's method e (Method B): held-out targets, projected and mixed as the paper did, guided by
 the benchmark's two classifiers; the guard on the targets; ``styles: sampled``; bad settings.
 
-Tiny networks (a 16 px StyleGAN2 of ``tests/helpers.py``, untrained 16 px classifiers) keep the quick
-tests fast; the slow one trains method e at ``--smoke`` size and follows its mixes into the runner.
+Tiny networks (a 16 px StyleGAN2 of ``tests/helpers.py``, untrained 16 px classifiers) keep the tests
+fast; the last one trains method e at ``--smoke`` size (a few seconds) and follows its mixes into the
+runner.
 """
 
 from __future__ import annotations
@@ -200,7 +201,6 @@ def test_celeba_targets_come_from_the_test_split(tmp_path):
         MB.held_out_targets(_celeba_ctx(bare), 0, 2)
 
 
-@pytest.mark.slow
 def test_method_e_hands_its_projected_mixes_to_the_judge(monkeypatch, tmp_path):
     """Train method e at --smoke size; the images the runner evaluates are the projected-target mixes."""
     from multifeat.bench import runner
