@@ -184,6 +184,13 @@ def _projected(ctx: Context, mixer: StyleMixer, clf1, clf2, n: int, sample_seed:
             "projection_seed": int(sample_seed), "reconstruction": _reconstruction(res.reconstruction),
             "layers": res.layers, "layer_splits": res.guided.candidates,
             "chosen_splits": {k: v for k, v in chosen.most_common()}}
+    r = info["reconstruction"]
+    where = f"SyntheticFaces of seed {targets['seed']}" if ctx.synthetic else "the CelebA test split"
+    quality = (f"LPIPS {r['lpips_a']:.3f} / {r['lpips_b']:.3f}" if r["lpips_available"]
+               else "LPIPS not computed (its weight files are missing; see the run record)")
+    ctx.log(f"  method e, seed {seed}: {n} held-out {ctx.features[0]} and {n} {ctx.features[1]} targets ({where}, none "
+            f"joint) projected into {info['space']} ({info['project_steps']} steps): PSNR {r['psnr_a']:.2f} / "
+            f"{r['psnr_b']:.2f} dB, {quality}")
     if work is not None:  # the full result: per-image PSNR/LPIPS, every pair's split
         work.mkdir(parents=True, exist_ok=True)
         atomic_write_text(work / "report.md", render_report(res, "method e's StyleGAN2-ADA (G_ema)"))

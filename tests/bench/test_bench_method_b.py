@@ -34,10 +34,10 @@ from celeba_fixtures import CELEBA_COLUMNS, make_celeba  # noqa: E402
 FEATURES = ("bald", "beard")
 
 
-def _ctx(**method_b) -> Context:
+def _ctx(log=None, **method_b) -> Context:
     cfg = B.load_config(None, preset="smoke")
     cfg["method_b"].update(method_b)
-    return Context(cfg, FEATURES, log=lambda m: None)
+    return Context(cfg, FEATURES, log=log or (lambda m: None))
 
 
 def _nets():
@@ -73,7 +73,8 @@ def _plain_psnr(images: torch.Tensor, targets: torch.Tensor) -> float:
 
 
 def test_projected_mixes_held_out_targets_with_the_benchmark_classifiers(monkeypatch, tmp_path):
-    ctx = _ctx()
+    lines = []
+    ctx = _ctx(log=lines.append)
     assert ctx.config["method_b"]["styles"] == "projected"          # the packaged default: the paper's procedure
     sg, clf1, clf2 = _nets()
     spy = Spy(MB.mix_projected_targets)
@@ -124,6 +125,8 @@ def test_projected_mixes_held_out_targets_with_the_benchmark_classifiers(monkeyp
     assert info["layer_splits"] == res.guided.candidates and len(info["layer_splits"]) > 1
     assert sum(info["chosen_splits"].values()) == n
     assert info["best_shared_layers"] == res.guided.best_shared["layers_from_a"]
+    assert len(lines) == 1 and "SyntheticFaces of seed 30001, none joint" in lines[0]
+    assert f"PSNR {rec['psnr_a']:.2f} / {rec['psnr_b']:.2f} dB" in lines[0]
     json.dumps(info)
     metrics = json.loads((tmp_path / "mixes" / "metrics.json").read_text())
     assert metrics["targets"]["seed"] == tseed and len(metrics["guided"]["pairs"]) == n
