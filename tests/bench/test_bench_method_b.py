@@ -20,7 +20,8 @@ from helpers import tiny_stylegan2
 
 from multifeat.bench import method_b as MB
 from multifeat.bench import protocol as B
-from multifeat.bench.methods import attribute_data
+from multifeat.bench import runner
+from multifeat.bench.methods import BY_KEY, attribute_data
 from multifeat.bench.training import Context
 from multifeat.data import JointImageError, SyntheticFaces
 from multifeat.errors import ConfigError
@@ -206,9 +207,6 @@ def test_celeba_targets_come_from_the_test_split(tmp_path):
 
 def test_method_e_hands_its_projected_mixes_to_the_judge(monkeypatch, tmp_path):
     """Train method e at --smoke size; the images the runner evaluates are the projected-target mixes."""
-    from multifeat.bench import runner
-    from multifeat.bench.methods import BY_KEY
-
     spy = Spy(MB.mix_projected_targets)
     monkeypatch.setattr(MB, "mix_projected_targets", spy)
     judged = []
