@@ -12,8 +12,9 @@ a      a-beard-gan           Phase1GAN on every feature-2 image (``require {bear
 b      b-method-a-no-d2      Method A, Phase 3 with α3 = β2 = 0 (no D2 term), AdaIN off
 c      c-method-a            Method A, AdaIN off (the paper's losses α = 1, 1, 0.1; β = 2, 30)
 d      d-method-a-adain      Method A with the AdaIN addition after the snapshot
-e      e-method-b            StyleGAN2-ADA on all joint-free faces + guided style mixing of bald and
-                             beard styles, guided by two D2-style feature classifiers trained here
+e      e-method-b            StyleGAN2-ADA on all joint-free faces + guided style mixing of projected
+                             held-out bald and beard targets, guided by two D2-style feature
+                             classifiers trained here (:mod:`multifeat.bench.method_b`)
 f      f-cgan                ConditionalGAN on all joint-free faces, sampled at labels (bald, beard)
 g      g-joint-gan           Phase1GAN on joint images: the only method that sees them (a quality reference)
 =====  ====================  ==========================================================================
@@ -35,6 +36,7 @@ from typing import Any
 
 import torch
 
+from multifeat.bench.method_b import guided_mixes
 from multifeat.bench.training import (
     Context,
     Trained,
@@ -45,7 +47,6 @@ from multifeat.bench.training import (
 from multifeat.data.guard import assert_no_joint, count_joint
 from multifeat.errors import ConfigError
 from multifeat.io.checkpoints import load_phase_module
-from multifeat.mixing import StyleMixer
 from multifeat.phases.conditional_gan import ConditionalGAN
 from multifeat.phases.feature_classifier import FeatureClassifier
 from multifeat.phases.phase1 import Phase1GAN
@@ -84,8 +85,9 @@ METHODS: tuple[MethodSpec, ...] = (
                "Method A with the AdaIN addition: after the snapshot H, G3's features are combined with H's by AdaIN",
                uses_method_a=True),
     MethodSpec("e", "e-method-b", "Method B (StyleGAN2-ADA + mixing)",
-               "StyleGAN2-ADA on all joint-free faces, then guided style mixing of bald and beard styles judged by "
-               "two D2-style feature classifiers trained in the benchmark (not the evaluator)"),
+               "StyleGAN2-ADA on all joint-free faces, then held-out bald targets and beard targets (never a joint "
+               "one) projected into W+ and mixed pair by pair, the layers chosen by two D2-style feature classifiers "
+               "trained in the benchmark (not the evaluator)"),
     MethodSpec("f", "f-cgan", "Conditional GAN at (bald, beard)",
                "ConditionalGAN (projection discriminator, multi-hot labels) on all joint-free faces, sampled at "
                "labels bald = beard = 1, a combination it never saw"),
@@ -356,10 +358,12 @@ def _metric(trainer, key: str) -> float | None:
 
 # ------------------------------------------------------------------------------------ Method B
 def train_method_b(ctx: Context, seed: int, work: Path, n: int, sample_seed: int) -> Trained:
-    """(e) StyleGAN2-ADA on all joint-free faces, two D2-style classifiers, guided style mixing.
+    """(e) StyleGAN2-ADA on all joint-free faces, two D2-style classifiers, guided style mixing
+    (:func:`multifeat.bench.method_b.guided_mixes`: by default of held-out targets projected into W+).
 
-    The mixes are drawn here (``n`` of them, from styles of seed ``sample_seed``), so the returned
-    :class:`Trained` carries ``images`` and no sampler.
+    The mixes are drawn here (``n`` of them; projection / style seed ``sample_seed``), so the returned
+    :class:`Trained` carries ``images`` and no sampler; ``work/mixes/`` holds the projected-target
+    mix's ``report.md`` and ``metrics.json``.
     """
     f1, f2 = ctx.features
     cfg = ctx.config["method_b"]
@@ -387,7 +391,7 @@ def train_method_b(ctx: Context, seed: int, work: Path, n: int, sample_seed: int
         secs += s
 
     t0 = time.perf_counter()
-    images, info = guided_mixes(ctx, module, classifiers[f1], classifiers[f2], n, sample_seed, seed)
+    images, info = guided_mixes(ctx, module, classifiers[f1], classifiers[f2], n, sample_seed, seed, work=work / "mixes")
     gen = time.perf_counter() - t0
     extra = {"classifier_val": val, "ada_p": _ada_p(module), **info}
     return Trained(None, secs, counts, images=images, generate_seconds=gen, extra=extra)
@@ -397,66 +401,6 @@ def _ada_p(module) -> float | None:
     pipe = getattr(module, "augment_pipe", None)
     p = getattr(pipe, "p", None)
     return None if p is None else round(float(p), 4)
-
-
-def _targets(ctx: Context, seed: int, require: dict[str, bool], n: int) -> torch.Tensor:
-    """``n`` real training images matching ``require`` (cycled when there are fewer)."""
-    data = attribute_data(ctx, seed, require)
-    guard(ctx, data, f"method e projection targets {require}, seed {seed}")
-    data.setup("fit")
-    ds = data.train_set
-    idx = [i % len(ds) for i in range(n)]
-    items = ds.__getitems__(idx) if hasattr(ds, "__getitems__") else [ds[i] for i in idx]
-    return torch.stack([it["image"] for it in items])
-
-
-@torch.no_grad()
-def _probs(clf, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    return torch.cat([clf(x.to(clf.device)).float().cpu() for x in images.split(batch_size)])
-
-
-def guided_mixes(ctx: Context, sg_module, clf1, clf2, n: int, sample_seed: int, seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Method B's images: ``n`` guided mixes of feature-1 styles (``a``) with feature-2 styles (``b``).
-
-    ``styles: sampled``: map ``pool_factor * n`` random ``z`` (seed ``sample_seed``), draw them, and take
-    the ``n`` most clearly feature-1-only styles as ``a`` (score ``p1 (1 - p2)`` of the benchmark's
-    classifiers) and the ``n`` most clearly feature-2-only styles as ``b`` (``p2 (1 - p1)``), each kept in
-    pool order. ``styles: projected``: project ``n`` real training images of each kind into W+.
-    Then :meth:`StyleMixer.guided_mix` picks each pair's layer split (``search``, ``combine``,
-    ``penalty_weight`` of the config).
-    """
-    cfg = ctx.config["method_b"]
-    f1, f2 = ctx.features
-    mixer = StyleMixer(sg_module.G_ema, distance=str(cfg["distance"]), batch_size=int(cfg["batch_size"]))
-    info: dict[str, Any] = {"styles": cfg["styles"], "distance": getattr(mixer.distance, "name", str(cfg["distance"]))}
-    if cfg["styles"] == "sampled":
-        pool = int(cfg["pool_factor"]) * n
-        ws = mixer.sample_ws(pool, seed=int(sample_seed), truncation_psi=float(cfg["truncation_psi"]))
-        imgs = mixer.synthesize(ws)
-        p1, p2 = _probs(clf1, imgs), _probs(clf2, imgs)
-        ia = torch.topk(p1 * (1 - p2), n).indices.sort().values
-        ib = torch.topk(p2 * (1 - p1), n).indices.sort().values
-        a, b = ws[ia.to(ws.device)], ws[ib.to(ws.device)]
-        info.update(pool=pool, pool_p1_mean=round(float(p1.mean()), 4), pool_p2_mean=round(float(p2.mean()), 4),
-                    a_p1_mean=round(float(p1[ia].mean()), 4), b_p2_mean=round(float(p2[ib].mean()), 4))
-    elif cfg["styles"] == "projected":
-        steps = int(cfg["project_steps"])
-        ta = _targets(ctx, seed, {f1: True, f2: False}, n)
-        tb = _targets(ctx, seed, {f2: True, f1: False}, n)
-        a = mixer.project(ta, space="w+", num_steps=steps, seed=int(sample_seed), progress=False,
-                          w_avg_samples=int(cfg["w_avg_samples"]))
-        b = mixer.project(tb, space="w+", num_steps=steps, seed=int(sample_seed) + 1, progress=False,
-                          w_avg_samples=int(cfg["w_avg_samples"]))
-        info.update(project_steps=steps, projection_mse_a=round(float(sum(e["mse"] for e in a.errors) / len(a.errors)), 5),
-                    projection_mse_b=round(float(sum(e["mse"] for e in b.errors) / len(b.errors)), 5))
-    else:
-        raise ConfigError(f"method_b.styles must be 'sampled' or 'projected', got {cfg['styles']!r}")
-    res = mixer.guided_mix(a, b, clf1, clf2, pairing="zip", search=str(cfg["search"]), combine=str(cfg["combine"]),
-                           penalty_weight=float(cfg["penalty_weight"]))
-    info.update(search=str(cfg["search"]), combine=str(cfg["combine"]), best_shared_layers=res.best_shared["layers_from_a"],
-                mix_p1_mean=round(sum(p["p1"] for p in res.pairs) / len(res.pairs), 4),
-                mix_p2_mean=round(sum(p["p2"] for p in res.pairs) / len(res.pairs), 4))
-    return res.images.detach().float().cpu(), info
 
 
 __all__ = ["BY_ID", "BY_KEY", "METHODS", "Context", "MethodSpec", "Trained", "attribute_data", "attribute_data_spec",

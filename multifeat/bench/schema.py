@@ -132,10 +132,11 @@ class StyleGANSection:
 class MethodBSection:
     stylegan: StyleGANSection
     classifier: ClassifierSection
-    styles: Literal["sampled", "projected"]
+    styles: Literal["sampled", "projected"]  # projected (default): held-out targets, the paper's; sampled: not
     pool_factor: int
     truncation_psi: float
     project_steps: int
+    project_space: Literal["w", "w+"]
     w_avg_samples: int
     search: str
     combine: str

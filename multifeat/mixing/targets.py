@@ -7,7 +7,9 @@ style space, mix each pair with the guided layer search, and judge the mixes.
 LPIPS only when its weight files are on this machine, and said so when they are not), the guided
 search's choice per pair, a per-layer table of what each style layer carries (:func:`layer_effects`),
 and — with a judge — the judged rates of the targets, projections and mixes, the joint rate of the
-mixes with its Wilson interval. :func:`synthetic_targets` renders held-out SyntheticFaces targets.
+mixes with its Wilson interval. :func:`synthetic_targets` renders held-out SyntheticFaces targets
+(:func:`synthetic_target_set`: their dataset, with labels). The benchmark's method e
+(:mod:`multifeat.bench.method_b`) and ``multifeat mix --held-out-synthetic`` both run this chain.
 """
 
 from __future__ import annotations
@@ -42,14 +44,20 @@ def psnr(images: Tensor, targets: Tensor) -> Tensor:
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
 
 
-def synthetic_targets(feature: str, other: str, n: int, image_size: int, seed: int = HELD_OUT_TARGET_SEED) -> Tensor:
-    """``n`` SyntheticFaces ``[n, 3, S, S]`` in [-1, 1] that show ``feature`` and not ``other`` (seed ``seed``)."""
+def synthetic_target_set(feature: str, other: str, n: int, image_size: int, seed: int = HELD_OUT_TARGET_SEED):
+    """The SyntheticFaces dataset of :func:`synthetic_targets` (``n`` faces with ``feature`` and without
+    ``other``, seed ``seed``): its labels are what a caller checks, e.g. with the no-joint-images guard."""
     from multifeat.data import SyntheticFaces
 
     if n < 1:
         raise ConfigError(f"the number of targets must be >= 1, got {n}")
-    ds = SyntheticFaces(num_samples=int(n), image_size=int(image_size), seed=int(seed), require={feature: True, other: False})
-    return torch.stack([it["image"] for it in ds.__getitems__(list(range(int(n))))])
+    return SyntheticFaces(num_samples=int(n), image_size=int(image_size), seed=int(seed), require={feature: True, other: False})
+
+
+def synthetic_targets(feature: str, other: str, n: int, image_size: int, seed: int = HELD_OUT_TARGET_SEED) -> Tensor:
+    """``n`` SyntheticFaces ``[n, 3, S, S]`` in [-1, 1] that show ``feature`` and not ``other`` (seed ``seed``)."""
+    ds = synthetic_target_set(feature, other, n, image_size, seed)
+    return torch.stack([it["image"] for it in ds.__getitems__(list(range(len(ds))))])
 
 
 def write_synthetic_targets(folder: str | os.PathLike, feature: str, other: str, n: int, image_size: int,

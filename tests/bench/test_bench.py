@@ -49,11 +49,13 @@ def _plain_joint_count(dm) -> int:
 
 # ------------------------------------------------------------------------------------ config
 #: protocol hash of the default protocol, as recorded by runs (results.json "config_hash"); it must not
-#: change when only the code around the protocol changes. It changed once, when the DCGAN section gained
-#: `ema_rampup` and `augment` (both off by default: same training, new keys).
-DEFAULT_PROTOCOL_HASH = "39949559e585c2a6"
-SMOKE_PROTOCOL_HASH = "d526ea1a97e08b0b"
-QUICK_PROTOCOL_HASH = "1479e149368c3704"
+#: change when only the code around the protocol changes. It changed when the DCGAN section gained
+#: `ema_rampup` and `augment` (both off by default: same training, new keys), and when method e's default
+#: became `styles: projected` (held-out targets, the paper's procedure) with the new key `project_space`
+#: (and `--quick` projects for 25 steps).
+DEFAULT_PROTOCOL_HASH = "384a61a3883bbfc6"
+SMOKE_PROTOCOL_HASH = "1db0c314dd03ef02"
+QUICK_PROTOCOL_HASH = "de0c791f5b7f0fe2"
 
 
 def test_default_protocol_hash_is_stable(repo_root):
@@ -357,9 +359,11 @@ def test_smoke_run_resumes_and_refuses_other_settings(smoke_run, capsys):
 
 @pytest.mark.slow
 def test_celeba_config_on_a_fixture_tree(tmp_path, repo_root):
-    info = make_celeba(tmp_path / "data", n=240, partition=False, seed=1, size=(20, 24))
+    info = make_celeba(tmp_path / "data", n=240, partition=True, seed=1, size=(20, 24))
     bald, beard = _celeba_truth(info)
+    test = np.array(info["parts"]) == 2   # method e's held-out targets come from the test split
     assert (bald & beard).sum() > 0 and (bald & ~beard).sum() >= 8 and (beard & ~bald).sum() >= 8
+    assert (bald & ~beard & test).sum() >= 2 and (beard & ~bald & test).sum() >= 2
     out = tmp_path / "out"
     code = _run_cli(["--config", str(repo_root / "experiments" / "celeba" / "bench.yaml"), "--smoke", "--out", str(out),
                      "--set", f"data.root={tmp_path / 'data'}", "--set", "data.num_workers=0", "--set", "data.batch_size=8",
@@ -379,6 +383,13 @@ def test_celeba_config_on_a_fixture_tree(tmp_path, repo_root):
     n_all_train = res["methods"]["f-cgan"]["runs"]["0"]["training_sets"]["train"]["images"]
     assert 0 < n_all_train < len(info["files"])
     assert (out / "grids" / "e-method-b.png").is_file() and (out / "joint_rate.png").is_file()
+    # method e projected held-out targets of the test split only, none of them joint
+    for s in ("0", "1"):
+        targets = res["methods"]["e-method-b"]["runs"][s]["extra"]["targets"]
+        assert targets["split"] == "celeba test"
+        assert targets["a"]["guard"] == {"images": int((bald & ~beard & test).sum()), "labelled": int((bald & ~beard & test).sum()),
+                                         "joint": 0, "generated": 0}
+        assert targets["b"]["guard"]["images"] == int((beard & ~bald & test).sum()) and targets["b"]["guard"]["joint"] == 0
 
 
 def test_dcgan_section_turns_on_ada_and_ema_rampup_for_every_dcgan():
