@@ -309,6 +309,12 @@ def _run_reporting(run: Callable[[], int], label: str, catch_exit: bool = False)
     except KeyboardInterrupt:
         print(f"{label}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`... --print-config | head`): stop quietly, as Unix tools do
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        except OSError:
+            pass
+        return 141
     except Exception as e:
         found = user_error(e)
         if found is None:

@@ -138,3 +138,16 @@ def test_conflicting_model_and_data_hparams_are_a_clear_error(tmp_path, monkeypa
     assert "data.init_args.attributes=['bald', 'beard', 'smiling']" in last
     assert "Error while merging hparams" not in err
     assert not (tmp_path / "runs" / "cgan" / "checkpoints").exists()  # stopped before training
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly():
+    """`multifeat ... | head` closes the pipe early: exit status 141, no traceback."""
+    code = ("import sys\nfrom multifeat.cli import _run_reporting\n"
+            "def run():\n    for i in range(200000):\n        print('line', i)\n    return 0\n"
+            "sys.exit(_run_reporting(run, 'multifeat demo'))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(100)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
