@@ -254,6 +254,58 @@ def agreement_table(rows: list[dict[str, Any]], labels: tuple[str, str] = ("run 
     return "\n".join(lines) + "\n"
 
 
+def sample_sheet(out: str | os.PathLike, records: list[dict[str, Any]], path: str | os.PathLike, n: int = 8,
+                 upscale: int = 2) -> Path | None:
+    """PNG of stored samples: one row per variant of the first (f, beta2) cell (b0 first), for the lowest seed,
+    ``n`` fixed-noise samples at the switch batch and ``n`` at the end of phase 3, side by side. None when
+    no stored samples are found."""
+    import io
+
+    import torch
+    from PIL import Image, ImageDraw
+
+    from multifeat.bench.report import _font
+
+    out = Path(out)
+    groups = group(records)
+    cells = sorted({(k[1], k[2]) for k in groups if k[0] != "b0"}, key=lambda c: (c[0], -c[1]))
+    rows = []
+    for v in VARIANT_NAMES:
+        key = ("b0", None, None) if v == "b0" else ((v, *cells[0]) if cells else None)
+        recs = groups.get(key) if key else None
+        if not recs:
+            continue
+        rec = recs[0]
+        samples: dict[int, torch.Tensor] = {}
+        for rel in rec["samples"]:
+            if (out / rel).is_file():
+                samples.update(torch.load(out / rel, map_location="cpu", weights_only=True))
+        sw, end = int(rec["switch_step"]), int(rec["points"][-1]["step"])
+        if sw in samples and end in samples:
+            rows.append((VARIANT_NAMES[v], rec["seed"], samples[sw][:n], samples[end][:n]))
+    if not rows:
+        return None
+    s = int(rows[0][2].shape[-1]) * upscale
+    label_w, gap, top, row_h = 250, 16, 40, s + 6
+    width = label_w + 2 * n * s + gap + 10
+    img = Image.new("RGB", (width, top + len(rows) * row_h + 6), "white")
+    d = ImageDraw.Draw(img)
+    fa, fs = _font(12), _font(11)
+    x_end = label_w + n * s + gap
+    d.text((label_w, 8), f"at the switch (batch {sw})", fill="black", font=fa)
+    d.text((x_end, 8), f"end of phase 3 (batch {end})", fill="black", font=fa)
+    for r, (name, seed, a, b) in enumerate(rows):
+        y = top + r * row_h
+        d.text((8, y + s / 2), f"{name}, seed {seed}", fill="black", font=fs, anchor="lm")
+        for x0, batch in ((label_w, a), (x_end, b)):
+            for k, im in enumerate(batch):
+                tile = Image.fromarray(im.permute(1, 2, 0).numpy()).resize((s, s), Image.NEAREST)
+                img.paste(tile, (x0 + k * s, y))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def write_outputs(out: str | os.PathLike, records: list[dict[str, Any]], features: Sequence[str],
                   extra: dict[str, Any] | None = None, second: list[dict[str, Any]] | None = None,
                   labels: tuple[str, str] = ("", "")) -> dict[str, str]:
@@ -273,7 +325,9 @@ def write_outputs(out: str | os.PathLike, records: list[dict[str, Any]], feature
     atomic_write_text(files["summary"], json.dumps(summary, indent=2) + "\n")
     atomic_write_text(files["table"], table(records, features))
     plot(records, features, files["figure"], second=second, labels=labels)
+    if sample_sheet(out, records, out / "samples.png") is not None:
+        files["samples"] = out / "samples.png"
     return {k: str(v) for k, v in files.items()}
 
 
-__all__ = ["VARIANT_NAMES", "agreement", "agreement_table", "group", "mean_interval", "plot", "summarize", "table", "write_outputs"]
+__all__ = ["VARIANT_NAMES", "agreement", "agreement_table", "group", "mean_interval", "plot", "sample_sheet", "summarize", "table", "write_outputs"]

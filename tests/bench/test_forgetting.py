@@ -333,3 +333,25 @@ def test_compare_needs_records(setup, tmp_path):
     (tmp_path / "records").mkdir()
     with pytest.raises(ConfigError, match=r"--compare '.*' holds no records"):
         _cli("--config", setup["config"], "--out", str(tmp_path), "--report-only", "--compare", str(tmp_path / "none"))
+
+
+def test_sample_sheet_shows_the_stored_samples(run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from multifeat.bench.forgetting import read_records
+    from multifeat.bench.forgetting_report import sample_sheet
+
+    recs = list(read_records(run["out"]))
+    path = sample_sheet(run["out"], recs, tmp_path / "s.png", n=4, upscale=2)
+    sheet = np.asarray(Image.open(path).convert("RGB"))
+    s, label_w, top, row_h, gap = 32, 250, 40, 38, 16  # 16 px samples upscaled 2x; the layout of sample_sheet
+    assert sheet.shape[0] == top + 2 * row_h + 6  # two variants (c0, d_h), b0 not run here
+    rec = next(r for r in recs if r["variant"] == "d_h")
+    stored = {}
+    for rel in rec["samples"]:
+        stored.update(torch.load(run["out"] / rel, weights_only=True))
+    end_tile = stored[rec["points"][-1]["step"]][2].permute(1, 2, 0).numpy().repeat(2, 0).repeat(2, 1)
+    y, x = top + 1 * row_h, label_w + 4 * s + gap + 2 * s  # second row (d_h), end column, third sample
+    assert np.array_equal(sheet[y:y + s, x:x + s], end_tile)
+    assert sample_sheet(tmp_path / "nothing", recs, tmp_path / "n.png") is None  # no stored samples there
