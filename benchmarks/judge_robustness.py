@@ -119,6 +119,15 @@ def immature_g1_samples(size: int, steps: list[int], n: int, seed: int = 7, out_
     return samples
 
 
+def judge_recipe(path) -> str:
+    """The training recipe recorded in an evaluator file, in words (the header's training line is that
+    of the judges this script trains)."""
+    import torch
+
+    recipe = (torch.load(path, map_location="cpu", weights_only=True).get("multifeat") or {}).get("recipe") or {}
+    return f"recipe {recipe.get('version', '?')}, immature_fraction {recipe.get('immature_fraction', '?')}"
+
+
 def grid_tiles(path: Path, size: int):
     """The images of a sample grid PNG (``save_grid``: 2 px padding, square grid, nearest ``upscale``)
     as ``[N, 3, size, size]`` in [-1, 1]; blank cells are dropped."""
@@ -196,7 +205,7 @@ def main(argv=None) -> int:
     from multifeat.eval.evaluator import RECIPE_VERSION
 
     C.print_header("Attribute evaluator: accuracy (%) on degraded faces, feature rate (%) on non-face images", notes=[
-        f"training: SyntheticFaces seed 10000, 4096 images, width 16/64, {args.steps} steps, batch 64, recipe "
+        f"training (of the judges trained here): SyntheticFaces seed 10000, 4096 images, width 16/64, {args.steps} steps, batch 64, recipe "
         f"{RECIPE_VERSION}; "
         f"test: {args.n} faces (seed 31337), degradation strength {args.strength}, {args.n} non-face images per kind (seed 123)",
     ])
@@ -214,10 +223,10 @@ def main(argv=None) -> int:
                     from multifeat.eval.shipped import default_synthetic_evaluator
 
                     ev, path, digest = default_synthetic_evaluator(size)
-                    print(f"{size} px shipped judge: {path} (sha256 {digest})")
+                    print(f"{size} px shipped judge: {path} (sha256 {digest}; {judge_recipe(path)})")
                 elif isinstance(robust, str):
                     ev = load_evaluator(robust)
-                    print(f"{size} px judge from {robust}")
+                    print(f"{size} px judge from {robust} ({judge_recipe(robust)})")
                 else:
                     path = train_evaluator(image_size=size, max_steps=args.steps, out_path=Path(tmp) / f"ev{size}{label}.ckpt",
                                            num_samples=256 if args.smoke else 4096, batch_size=64, width=16, max_width=64,

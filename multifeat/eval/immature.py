@@ -156,8 +156,8 @@ def train_immature_generators(
 
     Every generator is the demo's Phase-1 pair at side ``min(image_size, 32)``: G ``z_dim`` 64,
     width 16 (batch norm), D of the spec's width (no normalisation), channel cap 128, Adam 2e-4
-    (0.5, 0.999), batches of ``batch_size`` from the spec's ``num_faces`` (or ``num_faces``)
-    SyntheticFaces that satisfy its filter (seed ``seed + 1000 * i``), D updated on every batch and G
+    (0.5, 0.999), batches of ``batch_size`` from the spec's ``num_faces`` (or ``num_faces``; at most
+    the faces its last snapshot's batches hold) SyntheticFaces that satisfy its filter (seed ``seed + 1000 * i``), D updated on every batch and G
     after it on the same fakes, then the EMA (when the spec keeps one). Samples (``per_snapshot`` of
     fixed noise from each network) are drawn in eval mode (batch-norm running statistics), as
     ``Phase1GAN.sample`` does, and enlarged bilinearly to ``image_size`` when it is larger. Runs on
@@ -180,7 +180,9 @@ def train_immature_generators(
             for i, spec in enumerate(generators):
                 s = int(seed) + 1000 * i
                 torch.manual_seed(s)
-                n_faces = int(num_faces if num_faces is not None else spec.num_faces)
+                mine = generator_steps(spec, steps)
+                # a generator trained for k batches sees at most k * batch_size faces: render no more
+                n_faces = min(int(num_faces if num_faces is not None else spec.num_faces), mine[-1] * int(batch_size))
                 ds = SyntheticFaces(num_samples=n_faces, image_size=train_size, seed=s, require=dict(spec.require))
                 items = ds.__getitems__(list(range(len(ds))))
                 faces = torch.stack([it["image"] for it in items])
@@ -191,7 +193,6 @@ def train_immature_generators(
                 opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
                 opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
                 fixed = torch.randn(per_snapshot, 64, generator=torch.Generator().manual_seed(s + 1))
-                mine = generator_steps(spec, steps)
                 order = torch.randperm(faces.shape[0])
                 pos = 0
                 for step in range(1, mine[-1] + 1):
