@@ -56,15 +56,13 @@ class ImmatureGenerator:
 _BALD_NO_BEARD = (("bald", True), ("beard", False))
 
 #: The bank's generators, in training order; generator ``i`` uses seed ``seed + 1000 * i``.
-#: Five copies of the demo's phase 1 (bald, beardless faces; three with the demo's D width 32, two
+#: Three copies of the demo's phase 1 (bald, beardless faces; two with the demo's D width 32, one
 #: with a narrower D of width 16), sampled up to 1000 batches (the demo's phase 1 is 1024), and
 #: three shorter ones on other subsets, which give the negatives of ``bald`` and of a beard on faces
 #: with hair.
 IMMATURE_GENERATORS: tuple[ImmatureGenerator, ...] = (
     ImmatureGenerator(_BALD_NO_BEARD, "beard", d_width=32),
     ImmatureGenerator(_BALD_NO_BEARD, "beard", d_width=32),
-    ImmatureGenerator(_BALD_NO_BEARD, "beard", d_width=32),
-    ImmatureGenerator(_BALD_NO_BEARD, "beard", d_width=16),
     ImmatureGenerator(_BALD_NO_BEARD, "beard", d_width=16),
     ImmatureGenerator((("beard", False),), "beard", max_step=400, num_faces=1024),
     ImmatureGenerator((("bald", False),), "bald", max_step=400, num_faces=1024),
