@@ -7,7 +7,9 @@ import torch
 
 from multifeat.data import SyntheticFaces
 from multifeat.errors import CheckpointError, ConfigError
+from multifeat.eval.evaluator import RECIPE_VERSION
 from multifeat.eval.shipped import (
+    SHIPPED_SETTINGS,
     WEIGHTS_DIR,
     default_synthetic_evaluator,
     shipped_sizes,
@@ -31,7 +33,11 @@ def test_shipped_file_matches_its_name_and_is_small(size):
     assert path.stat().st_size < 1_000_000  # weights only
     data = torch.load(path, weights_only=True)
     assert set(data) == {"format", "hyper_parameters", "multifeat", "state_dict"}
-    assert data["multifeat"]["data_source"]["source"] == "synthetic" and data["multifeat"]["recipe"]["version"] >= 3
+    assert data["multifeat"]["data_source"]["source"] == "synthetic"
+    # made with the recipe and settings the code documents (not an older judge left in place)
+    recipe = data["multifeat"]["recipe"]
+    assert recipe["version"] == RECIPE_VERSION and recipe["robust"] is True
+    assert recipe["immature_fraction"] == SHIPPED_SETTINGS["immature_fraction"]
 
 
 @pytest.mark.parametrize("size", SIZES)
