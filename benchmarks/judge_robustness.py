@@ -124,8 +124,9 @@ def judge_recipe(path) -> str:
     of the judges this script trains)."""
     import torch
 
-    recipe = (torch.load(path, map_location="cpu", weights_only=True).get("multifeat") or {}).get("recipe") or {}
-    return f"recipe {recipe.get('version', '?')}, immature_fraction {recipe.get('immature_fraction', '?')}"
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    recipe, hp = (data.get("multifeat") or {}).get("recipe") or {}, data.get("hyper_parameters") or {}
+    return f"recipe {recipe.get('version', '?')}, immature_fraction {hp.get('immature_fraction', '?')}"
 
 
 def grid_tiles(path: Path, size: int):

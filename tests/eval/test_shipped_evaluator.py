@@ -8,6 +8,7 @@ import torch
 from multifeat.data import SyntheticFaces
 from multifeat.errors import CheckpointError, ConfigError
 from multifeat.eval.evaluator import RECIPE_VERSION
+from multifeat.eval.immature import IMMATURE_SEED, IMMATURE_STEPS
 from multifeat.eval.shipped import (
     SHIPPED_SETTINGS,
     WEIGHTS_DIR,
@@ -35,9 +36,10 @@ def test_shipped_file_matches_its_name_and_is_small(size):
     assert set(data) == {"format", "hyper_parameters", "multifeat", "state_dict"}
     assert data["multifeat"]["data_source"]["source"] == "synthetic"
     # made with the recipe and settings the code documents (not an older judge left in place)
-    recipe = data["multifeat"]["recipe"]
-    assert recipe["version"] == RECIPE_VERSION and recipe["robust"] is True
-    assert recipe["immature_fraction"] == SHIPPED_SETTINGS["immature_fraction"]
+    recipe, hp = data["multifeat"]["recipe"], data["hyper_parameters"]
+    assert recipe["version"] == RECIPE_VERSION and recipe["robust"] is True and hp["robust"] is True
+    assert hp["immature_fraction"] == SHIPPED_SETTINGS["immature_fraction"] and hp["immature_steps"] == list(IMMATURE_STEPS)
+    assert hp["immature_seed"] == IMMATURE_SEED and hp["width"] == SHIPPED_SETTINGS["width"]
 
 
 @pytest.mark.parametrize("size", SIZES)
