@@ -44,7 +44,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: How the shipped SyntheticFaces evaluators are trained (besides the image size). ``immature_fraction``:
 #: immature-generator samples appended per batch, as a fraction of its size (the trained default is 0.25).
 SHIPPED_SETTINGS: dict[str, object] = {"max_steps": 600, "num_samples": 4096, "batch_size": 64, "width": 16, "max_width": 64,
-                                       "seed": DEFAULT_EVALUATOR_SEED, "immature_fraction": 0.5}
+                                       "seed": DEFAULT_EVALUATOR_SEED, "immature_fraction": 1.0}
 
 _NAME = re.compile(r"^synthetic(\d+)-([0-9a-f]{16})\.pt$")
 
