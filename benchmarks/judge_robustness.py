@@ -26,6 +26,14 @@ Rows (one table, all sizes):
   immature-generator bank), sampled after N (and M, ...) batches of one run. The generator never saw a
   beard, so any beard reported there is the judge's mistake.
 
+* with ``--runs RUN [RUN ...]`` (pipeline run folders, e.g. ``runs/demo``): per run, the rate of each
+  feature on ``--n`` samples of its G1 (``phase1/checkpoints/final.ckpt``, or ``last.ckpt`` of an
+  unfinished phase 1) and of its G3 (``phase3``), drawn as the pipeline's evaluation draws them (seed 0,
+  chunks of 64, chunk i with seed i); on the 36 samples of G3's sample grid before the snapshot
+  (``phase3/samples/step_<--g3-grid-step>.png``: G3 trained on bearded faces with hair, so a beard
+  should be seen there); and on G1's phase-1 negative bank (``phase1/negatives``). The demo's G1 never
+  saw a beard: any beard there is the judge's mistake.
+
 ``--evaluator shipped`` measures the judge that ships with the package
 (:func:`multifeat.eval.shipped.default_synthetic_evaluator`) instead of training one, ``--evaluator PATH``
 an evaluator file.
@@ -111,6 +119,62 @@ def immature_g1_samples(size: int, steps: list[int], n: int, seed: int = 7, out_
     return samples
 
 
+def judge_recipe(path) -> str:
+    """The training recipe recorded in an evaluator file, in words (the header's training line is that
+    of the judges this script trains)."""
+    import torch
+
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    recipe, hp = (data.get("multifeat") or {}).get("recipe") or {}, data.get("hyper_parameters") or {}
+    return f"recipe {recipe.get('version', '?')}, immature_fraction {hp.get('immature_fraction', '?')}"
+
+
+def grid_tiles(path: Path, size: int):
+    """The images of a sample grid PNG (``save_grid``: 2 px padding, square grid, nearest ``upscale``)
+    as ``[N, 3, size, size]`` in [-1, 1]; blank cells are dropped."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    a = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1).float().div(127.5).sub(1)
+    width = a.shape[-1]
+    for up in (1, 2, 3, 4):
+        if width % up == 0 and (width // up - 2) % (size + 2) == 0:
+            break
+    else:
+        raise ValueError(f"'{path}' ({width} px wide) is not a grid of {size} px images")
+    a = a[:, ::up, ::up]
+    cols, rows = (a.shape[2] - 2) // (size + 2), (a.shape[1] - 2) // (size + 2)
+    tiles = [a[:, 2 + r * (size + 2): 2 + r * (size + 2) + size, 2 + c * (size + 2): 2 + c * (size + 2) + size]
+             for r in range(rows) for c in range(cols)]
+    return torch.stack([t for t in tiles if bool((t > -1).any())])
+
+
+def run_images(run: Path, size: int, n: int, grid_step: int) -> list[tuple[str, object]]:
+    """``[(label, images)]`` of one pipeline run folder (see ``--runs``)."""
+    from multifeat.eval.evaluate import sample_images
+    from multifeat.eval.folders import load_image_folder
+    from multifeat.io.checkpoints import load_checkpoint, load_phase_module
+
+    out = []
+    for phase, name in (("phase1", "G1"), ("phase3", "G3")):
+        folder = run / phase / "checkpoints"
+        ckpt = next((folder / f for f in ("final.ckpt", "last.ckpt") if (folder / f).is_file()), None)
+        if ckpt is None:
+            continue
+        gen = load_phase_module(str(ckpt))
+        note = "" if ckpt.name == "final.ckpt" else f", unfinished: {ckpt.name} at step {load_checkpoint(ckpt)['global_step']}"
+        out.append((f"{run.name} {name} ({n}, seed 0{note})", sample_images(gen.sample, n, seed=0, batch_size=64)))
+        if phase == "phase3":
+            grid = run / phase / "samples" / f"step_{grid_step:08d}.png"
+            if grid.is_file():
+                out.append((f"{run.name} G3 grid at step {grid_step} (before the snapshot)", grid_tiles(grid, size)))
+    neg = run / "phase1" / "negatives"
+    if neg.is_dir():
+        out.append((f"{run.name} phase-1 negative bank", load_image_folder(neg, size=size)))
+    return out
+
+
 def main(argv=None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 64], help="image sizes (default 32 64)")
@@ -122,6 +186,10 @@ def main(argv=None) -> int:
                    "batches on bald, beardless faces (several: sampled after each, one run; default none)")
     p.add_argument("--g1-seed", type=int, default=7, help="seed of that G1 (default 7)")
     p.add_argument("--g1-cache", metavar="DIR", help="keep the G1 samples (and a grid per step) there; reuse them when present")
+    p.add_argument("--runs", nargs="*", default=[], metavar="RUN", help="pipeline run folders whose G1, G3 and negative "
+                   "bank to judge (see the module's help)")
+    p.add_argument("--g3-grid-step", type=int, default=512, help="the step of G3's sample grid judged as G3 before the "
+                   "snapshot (default 512; the demo's snapshot is at 640)")
     p.add_argument("--evaluator", default="train", metavar="train|shipped|PATH",
                    help="train the judge as cached_evaluator does (default), measure the shipped one, or an evaluator file")
     args = p.parse_args(argv)
@@ -138,7 +206,7 @@ def main(argv=None) -> int:
     from multifeat.eval.evaluator import RECIPE_VERSION
 
     C.print_header("Attribute evaluator: accuracy (%) on degraded faces, feature rate (%) on non-face images", notes=[
-        f"training: SyntheticFaces seed 10000, 4096 images, width 16/64, {args.steps} steps, batch 64, recipe "
+        f"training (of the judges trained here): SyntheticFaces seed 10000, 4096 images, width 16/64, {args.steps} steps, batch 64, recipe "
         f"{RECIPE_VERSION}; "
         f"test: {args.n} faces (seed 31337), degradation strength {args.strength}, {args.n} non-face images per kind (seed 123)",
     ])
@@ -156,10 +224,10 @@ def main(argv=None) -> int:
                     from multifeat.eval.shipped import default_synthetic_evaluator
 
                     ev, path, digest = default_synthetic_evaluator(size)
-                    print(f"{size} px shipped judge: {path} (sha256 {digest})")
+                    print(f"{size} px shipped judge: {path} (sha256 {digest}; {judge_recipe(path)})")
                 elif isinstance(robust, str):
                     ev = load_evaluator(robust)
-                    print(f"{size} px judge from {robust}")
+                    print(f"{size} px judge from {robust} ({judge_recipe(robust)})")
                 else:
                     path = train_evaluator(image_size=size, max_steps=args.steps, out_path=Path(tmp) / f"ev{size}{label}.ckpt",
                                            num_samples=256 if args.smoke else 4096, batch_size=64, width=16, max_width=64,
@@ -174,6 +242,11 @@ def main(argv=None) -> int:
                     p = ev.predict_proba(images)
                     table.append([size, label, f"G1 samples ({steps} steps, bald, no beard)",
                                   *[100 * float((p[:, i] >= 0.5).float().mean()) for i in range(p.shape[1])]])
+                for run in args.runs:
+                    for row, images in run_images(Path(run), size, args.n, args.g3_grid_step):
+                        p = ev.predict_proba(images)
+                        table.append([size, label, f"{row}, n={images.shape[0]}",
+                                      *[100 * float((p[:, i] >= 0.5).float().mean()) for i in range(p.shape[1])]])
                 print(f"{size} px {label}: {'trained' if isinstance(robust, bool) else 'loaded'} in {seconds:.0f} s wall")
     print()
     print(C.markdown_table(["size", "judge", "images", *names], table, digits=1))

@@ -325,9 +325,10 @@ class AttributeEvaluator(PhaseModule):
 
 
 #: version of the evaluator's training recipe, part of every cache key: 2 = robust training (degraded views,
-#: non-face negatives); 3 = also immature-generator negatives (:mod:`multifeat.eval.immature`); files of an
+#: non-face negatives); 3 = also immature-generator negatives (:mod:`multifeat.eval.immature`); 4 = their
+#: bank of version 2 (more generators, sampled up to the demo's phase-1 length, live and EMA); files of an
 #: older recipe are never reused.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 
 def default_cache_dir() -> Path:

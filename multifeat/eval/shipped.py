@@ -14,7 +14,8 @@ The files are made by one command, which prints the path and the hash::
     python -m multifeat.eval.shipped --size 32 --out multifeat/eval/weights
 
 It trains with :func:`multifeat.eval.evaluator.train_evaluator` (the robust recipe with
-immature-generator negatives, :data:`SHIPPED_SETTINGS`) on one torch thread.
+immature-generator negatives from the bank of :mod:`multifeat.eval.immature`, :data:`SHIPPED_SETTINGS`)
+on one torch thread.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ from multifeat.utils.files import file_sha256
 #: The folder of the shipped weight files (package data).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-#: How the shipped SyntheticFaces evaluators are trained (besides the image size).
+#: How the shipped SyntheticFaces evaluators are trained (besides the image size). ``immature_fraction``:
+#: immature-generator samples appended per batch, as a fraction of its size (the trained default is 0.25).
 SHIPPED_SETTINGS: dict[str, object] = {"max_steps": 600, "num_samples": 4096, "batch_size": 64, "width": 16, "max_width": 64,
-                                       "seed": DEFAULT_EVALUATOR_SEED}
+                                       "seed": DEFAULT_EVALUATOR_SEED, "immature_fraction": 1.0}
 
 _NAME = re.compile(r"^synthetic(\d+)-([0-9a-f]{16})\.pt$")
 

@@ -94,8 +94,9 @@ def test_lightning_cli_config_trains_and_checkpoints(tmp_path, repo_root, monkey
     from multifeat.cli import main as cli_main
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MULTIFEAT_CACHE", str(tmp_path / "cache"))  # the immature-generator bank goes there
     rc = cli_main([
-        "fit", "--config", str(repo_root / "experiments" / "evaluator.yaml"),
+        "fit", "--config", str(repo_root / "experiments" / "evaluator.yaml"), "--model.init_args.immature_steps", "[1, 2]",
         "--trainer.max_steps", "4", "--trainer.val_check_interval", "2", "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "1",
         "--model.init_args.image_size", "16", "--model.init_args.width", "8", "--model.init_args.max_width", "16",

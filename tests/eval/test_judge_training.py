@@ -12,7 +12,7 @@ from PIL import Image
 
 from multifeat.errors import ConfigError
 from multifeat.eval.evaluator import AttributeEvaluator
-from multifeat.eval.immature import ImmatureBank, immature_bank, immature_batch, train_immature_generators
+from multifeat.eval.immature import ImmatureBank, immature_batch
 from multifeat.eval.judge_data import auroc_per_column
 
 
@@ -32,25 +32,6 @@ def test_immature_batch_is_a_negative_of_the_missing_feature_only():
     for row, i in enumerate(idx.tolist()):
         want = {"bald": [1.0, 0, 0], "beard": [0, 1.0, 0], "wings": [0, 0, 0]}[bank.lacks[i]]
         assert mask[row].tolist() == want, (row, bank.lacks[i])
-
-
-@pytest.mark.slow
-def test_immature_bank_is_deterministic_and_cached(tmp_path):
-    """Three banks of four tiny generators (about 15 s: each renders its 1024 training faces)."""
-    a = train_immature_generators(16, seed=5, steps=(1, 2), per_snapshot=2)
-    b = train_immature_generators(16, seed=5, steps=(1, 2), per_snapshot=2)
-    c = train_immature_generators(16, seed=6, steps=(1, 2), per_snapshot=2)
-    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
-    assert a.images.shape == (4 * 2 * 2, 3, 16, 16) and a.images.dtype == torch.uint8
-    assert a.lacks == ["beard"] * 8 + ["bald"] * 8 and a.steps[:4] == [1, 1, 2, 2]
-    before = torch.get_rng_state()
-    cached = immature_bank(16, seed=5, steps=(1, 2), per_snapshot=2, cache_dir=tmp_path, log=None)
-    assert torch.equal(torch.get_rng_state(), before)  # the caller's random stream is untouched
-    assert torch.equal(cached.images, a.images) and len(list(tmp_path.glob("immature-S16-*.pt"))) == 1
-    again = immature_bank(16, seed=5, steps=(1, 2), per_snapshot=2, cache_dir=tmp_path, log=None)
-    assert torch.equal(again.images, a.images)
-    with pytest.raises(ConfigError, match="immature_steps"):
-        immature_bank(16, steps=(4, 2), cache_dir=tmp_path, log=None)
 
 
 def test_training_step_masks_the_unknown_attributes(monkeypatch):

@@ -7,7 +7,10 @@ import torch
 
 from multifeat.data import SyntheticFaces
 from multifeat.errors import CheckpointError, ConfigError
+from multifeat.eval.evaluator import RECIPE_VERSION
+from multifeat.eval.immature import IMMATURE_SEED, IMMATURE_STEPS
 from multifeat.eval.shipped import (
+    SHIPPED_SETTINGS,
     WEIGHTS_DIR,
     default_synthetic_evaluator,
     shipped_sizes,
@@ -31,7 +34,12 @@ def test_shipped_file_matches_its_name_and_is_small(size):
     assert path.stat().st_size < 1_000_000  # weights only
     data = torch.load(path, weights_only=True)
     assert set(data) == {"format", "hyper_parameters", "multifeat", "state_dict"}
-    assert data["multifeat"]["data_source"]["source"] == "synthetic" and data["multifeat"]["recipe"]["version"] >= 3
+    assert data["multifeat"]["data_source"]["source"] == "synthetic"
+    # made with the recipe and settings the code documents (not an older judge left in place)
+    recipe, hp = data["multifeat"]["recipe"], data["hyper_parameters"]
+    assert recipe["version"] == RECIPE_VERSION and recipe["robust"] is True and hp["robust"] is True
+    assert hp["immature_fraction"] == SHIPPED_SETTINGS["immature_fraction"] and hp["immature_steps"] == list(IMMATURE_STEPS)
+    assert hp["immature_seed"] == IMMATURE_SEED and hp["width"] == SHIPPED_SETTINGS["width"]
 
 
 @pytest.mark.parametrize("size", SIZES)
