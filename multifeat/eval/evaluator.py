@@ -276,7 +276,8 @@ class AttributeEvaluator(PhaseModule):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Collects probabilities and labels; the epoch end logs ``test/bacc/<attribute>`` (balanced
-        accuracy at ``threshold``), ``test/auroc/<attribute>`` and ``test/acc/<attribute>``."""
+        accuracy at ``threshold``) with its 95 % interval ``test/bacc_lo/<attribute>``, ``test/bacc_hi/<attribute>``
+        (:func:`~multifeat.eval.judge_data.balanced_accuracy_interval`), ``test/auroc/<attribute>`` and ``test/acc/<attribute>``."""
         y = self._targets(batch)
         p = torch.sigmoid(self(batch["image"]))
         self._outputs["test"].append(torch.cat([p.detach().float().cpu(), y.float().cpu()], 1))
@@ -298,9 +299,12 @@ class AttributeEvaluator(PhaseModule):
         th = float(self.hparams.threshold)
         bacc = balanced_accuracy(probs, targets, th)
         auroc = auroc_per_column(probs, targets)
+        interval = jd.balanced_accuracy_interval(probs, targets, th)
         acc = ((probs >= th) == (targets >= 0.5)).float().mean(0) if probs.shape[0] else torch.full((len(self.attributes),), float("nan"))
         for i, a in enumerate(self.attributes):
             self.log(f"test/bacc/{a}", bacc[i])
+            self.log(f"test/bacc_lo/{a}", interval[i][0])
+            self.log(f"test/bacc_hi/{a}", interval[i][1])
             self.log(f"test/auroc/{a}", auroc[i])
             self.log(f"test/acc/{a}", float(acc[i]))
 

@@ -327,6 +327,37 @@ def balanced_accuracy(probs: torch.Tensor, targets: torch.Tensor, threshold: flo
     return out
 
 
+def balanced_accuracy_interval(
+    probs: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, level: float = 0.95
+) -> list[tuple[float, float]]:
+    """Per column: a ``level`` confidence interval ``(low, high)`` of :func:`balanced_accuracy`.
+
+    The true-positive rate (``k_pos`` of ``n_pos`` positives found) and the true-negative rate each get
+    a Wilson interval at ``1 - (1 - level) / 2`` (97.5 % for 95 %); the bounds of the balanced accuracy
+    are the means of the two lower and of the two upper bounds. Both rates lie in their intervals
+    together with probability at least ``level`` (Bonferroni), so the interval is conservative; it
+    stays informative when a rate is 0 or 1. NaN bounds where a class is absent.
+    """
+    from statistics import NormalDist
+
+    from multifeat.eval.metrics import wilson_interval
+
+    if not 0.0 < float(level) < 1.0:
+        raise ConfigError(f"level must be in (0, 1), got {level}")
+    z = NormalDist().inv_cdf(1 - (1 - float(level)) / 4)
+    pred, t = probs >= threshold, targets >= 0.5
+    out = []
+    for a in range(t.shape[1]):
+        pos, neg = t[:, a], ~t[:, a]
+        if not pos.any() or not neg.any():
+            out.append((float("nan"), float("nan")))
+            continue
+        tp_lo, tp_hi = wilson_interval(int(pred[pos, a].sum()), int(pos.sum()), z)
+        tn_lo, tn_hi = wilson_interval(int((~pred[neg, a]).sum()), int(neg.sum()), z)
+        out.append((0.5 * (tp_lo + tn_lo), 0.5 * (tp_hi + tn_hi)))
+    return out
+
+
 def auroc_per_column(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
     """Per column: the area under the ROC curve, the probability that a random positive scores above a
     random negative (ties count half); NaN where a class is absent. Rank formula (Mann-Whitney U)."""
@@ -393,6 +424,7 @@ __all__ = [
     "VIEW_DEGRADATIONS",
     "auroc_per_column",
     "balanced_accuracy",
+    "balanced_accuracy_interval",
     "check_geometric",
     "degradation_accuracy",
     "degraded_view",
