@@ -299,9 +299,11 @@ def geometric_views(
     zoom = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * draws[:, 1])
     t = (2 * draws[:, 2:4] - 1) * shift * 2  # normalised coordinates span 2 per side
     angle = (2 * draws[:, 4] - 1) * math.radians(rotate)
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    # output pixel p samples the input at R(angle) p / zoom - t: the content is zoomed, turned and moved by t
-    theta = torch.stack([torch.stack([cos, -sin, -t[:, 0]], 1), torch.stack([sin, cos, -t[:, 1]], 1)], 1)
+    a = torch.stack([torch.stack([torch.cos(angle), -torch.sin(angle)], 1),
+                     torch.stack([torch.sin(angle), torch.cos(angle)], 1)], 1) / zoom[:, None, None]
+    # output point p samples the input at A (p - t), A = R(angle) / zoom: the content is turned and zoomed
+    # about the centre, and the centre lands on t (a move of t whatever the zoom)
+    theta = torch.cat([a, -(a @ t[:, :, None])], 2)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     border = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     mirror = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
