@@ -20,7 +20,8 @@ attribute**. There is deliberately no separate "face" output: one output per att
 report and threshold unchanged, and the attribute outputs themselves learn that an image that is not
 a face carries no feature. :func:`nonface_rates` and :func:`degradation_accuracy` measure both
 properties (``benchmarks/judge_robustness.py`` prints them as a table); they live in
-:mod:`multifeat.eval.judge_data`.
+:mod:`multifeat.eval.judge_data`. For real faces, ``geometric`` adds zoomed, moved and turned views
+(labels kept), so the judge does not read features at fixed positions of its training frame.
 
 The validation accuracy of each attribute (``val_accuracy``, ``{name: accuracy}``) and the feature
 rates on fixed non-face images (``nonface_rates``, ``{kind: {name: rate}}``) are kept on the module
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MultilabelAccuracy
 
 from multifeat.errors import CheckpointError, ConfigError
+from multifeat.eval import judge_data as jd
 from multifeat.eval.immature import (
     IMMATURE_SEED,
     IMMATURE_STEPS,
@@ -92,6 +94,12 @@ class AttributeEvaluator(PhaseModule):
         balance: weight each attribute's positives by (negatives / positives) of the training data
             (capped at 50) in the loss, so a rare attribute (CelebA's ``bald``: 4.5 %) is learned; the
             data module must offer ``positive_rates()`` (:class:`multifeat.eval.judge_celeba.EvaluatorDataModule`).
+        geometric: probability that a labelled training face is replaced by a
+            :func:`~multifeat.eval.judge_data.geometric_views` view (zoomed by a factor in ``geometric_scale``,
+            moved by up to ``geometric_shift`` of the side per axis, turned by up to ``geometric_rotate``
+            degrees), labels kept. Default 0 (off: nothing is drawn and the recipe is unchanged).
+        lr_cosine: lower the learning rate along a cosine from ``lr`` to ``lr / 20`` over the trainer's
+            ``max_steps`` (which must then be set). Default False (constant).
 
     Shapes: ``forward(x [N,3,S,S]) -> logits [N, A]``; ``features(x) -> [N, feature_dim]``.
     Batches are dicts ``{"image": [B,3,S,S], "attrs": [B, A_data]}``; when the data module exposes
@@ -118,6 +126,11 @@ class AttributeEvaluator(PhaseModule):
         immature_steps: Sequence[int] = IMMATURE_STEPS,
         immature_seed: int = IMMATURE_SEED,
         balance: bool = False,
+        geometric: float = 0.0,
+        geometric_scale: Sequence[float] = jd.GEOMETRIC_SCALE,
+        geometric_shift: float = jd.GEOMETRIC_SHIFT,
+        geometric_rotate: float = jd.GEOMETRIC_ROTATE,
+        lr_cosine: bool = False,
     ) -> None:
         super().__init__()
         attributes = [str(a) for a in attributes]
@@ -148,6 +161,13 @@ class AttributeEvaluator(PhaseModule):
         self.hparams.update(immature_fraction=None if immature_fraction is None else float(immature_fraction),
                             immature_steps=list(check_immature_steps(immature_steps)), immature_seed=int(immature_seed),
                             balance=bool(balance))
+        #: (probability, (low, high) zoom, shift, degrees) of the geometric views; recorded only when on
+        self.geometric = jd.check_geometric(geometric, geometric_scale, geometric_shift, geometric_rotate)
+        if self.geometric[0] > 0:
+            self.hparams.update(geometric=self.geometric[0], geometric_scale=list(self.geometric[1]),
+                                geometric_shift=self.geometric[2], geometric_rotate=self.geometric[3])
+        if lr_cosine:  # recorded only when on, as the geometric views
+            self.hparams.update(lr_cosine=True)
         #: per-attribute weight of the positives in the loss (``balance``), set at fit start
         self.pos_weight: torch.Tensor | None = None
         self._outputs: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
@@ -228,6 +248,8 @@ class AttributeEvaluator(PhaseModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch["image"], self._targets(batch)
         mask = None
+        if self.geometric[0] > 0:  # before the degradations: a zoomed face may then also be blurred
+            x = jd.geometric_views(x, *self.geometric)
         if self.hparams.get("robust", False):
             x, y = robust_batch(x, y, self.hparams.degrade_prob, self.hparams.nonface_fraction)
             m = int(round(self.immature_in_use * batch["image"].shape[0]))
@@ -254,7 +276,8 @@ class AttributeEvaluator(PhaseModule):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Collects probabilities and labels; the epoch end logs ``test/bacc/<attribute>`` (balanced
-        accuracy at ``threshold``), ``test/auroc/<attribute>`` and ``test/acc/<attribute>``."""
+        accuracy at ``threshold``) with its 95 % interval ``test/bacc_lo/<attribute>``, ``test/bacc_hi/<attribute>``
+        (:func:`~multifeat.eval.judge_data.balanced_accuracy_interval`), ``test/auroc/<attribute>`` and ``test/acc/<attribute>``."""
         y = self._targets(batch)
         p = torch.sigmoid(self(batch["image"]))
         self._outputs["test"].append(torch.cat([p.detach().float().cpu(), y.float().cpu()], 1))
@@ -276,9 +299,12 @@ class AttributeEvaluator(PhaseModule):
         th = float(self.hparams.threshold)
         bacc = balanced_accuracy(probs, targets, th)
         auroc = auroc_per_column(probs, targets)
+        interval = jd.balanced_accuracy_interval(probs, targets, th)
         acc = ((probs >= th) == (targets >= 0.5)).float().mean(0) if probs.shape[0] else torch.full((len(self.attributes),), float("nan"))
         for i, a in enumerate(self.attributes):
             self.log(f"test/bacc/{a}", bacc[i])
+            self.log(f"test/bacc_lo/{a}", interval[i][0])
+            self.log(f"test/bacc_hi/{a}", interval[i][1])
             self.log(f"test/auroc/{a}", auroc[i])
             self.log(f"test/acc/{a}", float(acc[i]))
 
@@ -302,7 +328,14 @@ class AttributeEvaluator(PhaseModule):
         self.log("val/nonface_max_rate", worst)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, betas=(0.5, 0.999), weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, betas=(0.5, 0.999), weight_decay=self.hparams.weight_decay)
+        if not self.hparams.get("lr_cosine", False):
+            return opt
+        steps = int(getattr(self.trainer, "max_steps", -1) or -1)
+        if steps <= 0:
+            raise ConfigError(f"lr_cosine: true needs trainer.max_steps > 0 (the length of the cosine), got {steps}")
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=self.hparams.lr / 20)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_metadata(self) -> dict[str, Any]:
@@ -310,7 +343,9 @@ class AttributeEvaluator(PhaseModule):
         meta.update({"attributes": list(self.attributes), "image_size": self.image_size, "val_accuracy": dict(self.val_accuracy),
                      "recipe": {"version": RECIPE_VERSION, "robust": bool(self.hparams.get("robust", False)),
                                 "immature_fraction": self.immature_in_use,
-                                "pos_weight": None if self.pos_weight is None else [float(v) for v in self.pos_weight]},
+                                "pos_weight": None if self.pos_weight is None else [float(v) for v in self.pos_weight],
+                                **({"geometric": [self.geometric[0], list(self.geometric[1]), *self.geometric[2:]]}
+                                   if self.geometric[0] > 0 else {})},
                      "nonface_rates": {k: dict(v) for k, v in self.nonface_rates.items()}})
         return meta
 

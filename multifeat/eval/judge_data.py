@@ -7,7 +7,10 @@ alone reports features in them (even in pure noise). The robust recipe of
 - :func:`degraded_view`: blur, noise, down/up-sampling, JPEG, checkerboard overlay or colour shift of
   a face, which **keeps its labels**;
 - :func:`nonface_images`: noise, checkerboards, colour blobs, smeared faces and samples of untrained
-  DCGAN generators, **negatives of every attribute**.
+  DCGAN generators, **negatives of every attribute**;
+- optionally (the evaluator's ``geometric``), :func:`geometric_views`: faces zoomed, moved and turned a
+  little, which **keep their labels**, so a judge of real faces does not read features at fixed
+  positions of the frame it was trained on.
 
 :func:`balanced_accuracy`, :func:`nonface_rates` and :func:`degradation_accuracy` measure how far a
 judge can be trusted (``benchmarks/judge_robustness.py`` prints them as a table).
@@ -248,6 +251,67 @@ def robust_batch(
     return x.to(device=images.device, dtype=images.dtype), targets
 
 
+#: Defaults of the geometric views (:func:`geometric_views`): zoom factors, largest shift per axis as a
+#: fraction of the side, largest rotation in degrees.
+GEOMETRIC_SCALE: tuple[float, float] = (0.8, 1.25)
+GEOMETRIC_SHIFT: float = 0.1
+GEOMETRIC_ROTATE: float = 10.0
+
+
+def check_geometric(prob: float, scale: Sequence[float], shift: float, rotate: float) -> tuple[float, tuple[float, float], float, float]:
+    """The geometric-view settings, checked: ``prob`` in [0, 1], ``scale`` two zoom factors
+    ``0.5 <= low <= high <= 2``, ``shift`` in [0, 0.25] of the side, ``rotate`` in [0, 45] degrees."""
+    if not 0.0 <= float(prob) <= 1.0:
+        raise ConfigError(f"geometric must be a probability in [0, 1], got {prob}")
+    sc = tuple(float(v) for v in scale)
+    if len(sc) != 2 or not 0.5 <= sc[0] <= sc[1] <= 2.0:
+        raise ConfigError(f"geometric_scale must be [low, high] zoom factors with 0.5 <= low <= high <= 2, got {list(scale)}")
+    if not 0.0 <= float(shift) <= 0.25:
+        raise ConfigError(f"geometric_shift must be in [0, 0.25] (a fraction of the image side), got {shift}")
+    if not 0.0 <= float(rotate) <= 45.0:
+        raise ConfigError(f"geometric_rotate must be in [0, 45] degrees, got {rotate}")
+    return float(prob), (sc[0], sc[1]), float(shift), float(rotate)
+
+
+def geometric_views(
+    images: torch.Tensor,
+    prob: float = 1.0,
+    scale: Sequence[float] = GEOMETRIC_SCALE,
+    shift: float = GEOMETRIC_SHIFT,
+    rotate: float = GEOMETRIC_ROTATE,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``images`` ``[N,3,S,S]`` in [-1, 1], each shown with probability ``prob`` in a random framing
+    (same shape; the others unchanged). The labels stay: a bald head zoomed or moved is still bald.
+
+    Per image: a zoom factor log-uniform in ``scale`` (above 1: the face enlarged), a shift uniform in
+    ``[-shift, shift]`` of the side on each axis, a rotation uniform in ``[-rotate, rotate]`` degrees;
+    bilinear resampling of the whole batch at once (``affine_grid``/``grid_sample``), the uncovered
+    border filled by replicating the edge or by mirroring (one of the two per image). All draws come
+    from ``generator`` (the global stream when None), so a seed fixes the views.
+    """
+    prob, (lo, hi), shift, rotate = check_geometric(prob, scale, shift, rotate)
+    n = images.shape[0]
+    if n == 0 or prob == 0.0:  # nothing drawn: the random stream is untouched
+        return images.clone()
+    x = images.detach().float()
+    draws = torch.rand(n, 6, generator=generator).to(x.device)  # apply, zoom, dx, dy, angle, padding
+    zoom = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * draws[:, 1])
+    t = (2 * draws[:, 2:4] - 1) * shift * 2  # normalised coordinates span 2 per side
+    angle = (2 * draws[:, 4] - 1) * math.radians(rotate)
+    a = torch.stack([torch.stack([torch.cos(angle), -torch.sin(angle)], 1),
+                     torch.stack([torch.sin(angle), torch.cos(angle)], 1)], 1) / zoom[:, None, None]
+    # output point p samples the input at A (p - t), A = R(angle) / zoom: the content is turned and zoomed
+    # about the centre, and the centre lands on t (a move of t whatever the zoom)
+    theta = torch.cat([a, -(a @ t[:, :, None])], 2)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    border = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    mirror = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    y = torch.where((draws[:, 5] < 0.5)[:, None, None, None], border, mirror).clamp(-1, 1)
+    y = torch.where((draws[:, 0] < prob)[:, None, None, None], y, x)
+    return y.to(dtype=images.dtype)
+
+
 # ---------------------------------------------------------------------- measuring the judge
 
 
@@ -262,6 +326,37 @@ def balanced_accuracy(probs: torch.Tensor, targets: torch.Tensor, threshold: flo
             out.append(float("nan"))
             continue
         out.append(0.5 * (float(pred[pos, a].float().mean()) + float((~pred[neg, a]).float().mean())))
+    return out
+
+
+def balanced_accuracy_interval(
+    probs: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, level: float = 0.95
+) -> list[tuple[float, float]]:
+    """Per column: a ``level`` confidence interval ``(low, high)`` of :func:`balanced_accuracy`.
+
+    The true-positive rate (``k_pos`` of ``n_pos`` positives found) and the true-negative rate each get
+    a Wilson interval at ``1 - (1 - level) / 2`` (97.5 % for 95 %); the bounds of the balanced accuracy
+    are the means of the two lower and of the two upper bounds. Both rates lie in their intervals
+    together with probability at least ``level`` (Bonferroni), so the interval is conservative; it
+    stays informative when a rate is 0 or 1. NaN bounds where a class is absent.
+    """
+    from statistics import NormalDist
+
+    from multifeat.eval.metrics import wilson_interval
+
+    if not 0.0 < float(level) < 1.0:
+        raise ConfigError(f"level must be in (0, 1), got {level}")
+    z = NormalDist().inv_cdf(1 - (1 - float(level)) / 4)
+    pred, t = probs >= threshold, targets >= 0.5
+    out = []
+    for a in range(t.shape[1]):
+        pos, neg = t[:, a], ~t[:, a]
+        if not pos.any() or not neg.any():
+            out.append((float("nan"), float("nan")))
+            continue
+        tp_lo, tp_hi = wilson_interval(int(pred[pos, a].sum()), int(pos.sum()), z)
+        tn_lo, tn_hi = wilson_interval(int((~pred[neg, a]).sum()), int(neg.sum()), z)
+        out.append((0.5 * (tp_lo + tn_lo), 0.5 * (tp_hi + tn_hi)))
     return out
 
 
@@ -324,12 +419,18 @@ def degradation_accuracy(
 
 
 __all__ = [
+    "GEOMETRIC_ROTATE",
+    "GEOMETRIC_SCALE",
+    "GEOMETRIC_SHIFT",
     "NONFACE_KINDS",
     "VIEW_DEGRADATIONS",
     "auroc_per_column",
     "balanced_accuracy",
+    "balanced_accuracy_interval",
+    "check_geometric",
     "degradation_accuracy",
     "degraded_view",
+    "geometric_views",
     "nonface_images",
     "nonface_rates",
     "robust_batch",

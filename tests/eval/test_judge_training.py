@@ -3,6 +3,7 @@ and `multifeat test` on a CelebA-like tree (balanced accuracy and AUROC per attr
 
 import csv
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from multifeat.errors import ConfigError
 from multifeat.eval.evaluator import AttributeEvaluator
 from multifeat.eval.immature import ImmatureBank, immature_batch
 from multifeat.eval.judge_data import auroc_per_column
+from multifeat.eval.metrics import wilson_interval
 
 
 def _bank(lacks):
@@ -132,6 +134,14 @@ def test_multifeat_test_logs_balanced_accuracy_and_auroc(tmp_path, repo_root, sp
         bacc, auroc = _by_hand(p[:, j].tolist(), truth.tolist())
         assert row[f"test/bacc/{a}"] == pytest.approx(bacc, abs=1e-6), a
         assert row[f"test/auroc/{a}"] == pytest.approx(auroc, abs=1e-6), a
+        # the 95 % interval: Wilson bounds of both recalls at 97.5 % each, averaged
+        z = NormalDist().inv_cdf(0.9875)
+        found = (p[:, j] >= 0.5).numpy()
+        tp = wilson_interval(int((found & truth).sum()), int(truth.sum()), z)
+        tn = wilson_interval(int((~found & ~truth).sum()), int((~truth).sum()), z)
+        assert row[f"test/bacc_lo/{a}"] == pytest.approx((tp[0] + tn[0]) / 2, abs=1e-6), a
+        assert row[f"test/bacc_hi/{a}"] == pytest.approx((tp[1] + tn[1]) / 2, abs=1e-6), a
+        assert row[f"test/bacc_lo/{a}"] < bacc < row[f"test/bacc_hi/{a}"], a
 
 
 def test_balance_weights_come_from_the_training_split(tmp_path):
