@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "generator's training root)")
     p.add_argument("--train-evaluator", action="store_true", help="for SyntheticFaces, train (and cache) an evaluator "
                    "instead of using the one the package ships for the image size")
-    p.add_argument("--evaluator-steps", type=int, default=400, help="training steps when an evaluator must be trained")
+    p.add_argument("--evaluator-steps", type=int, default=None,
+                   help="training steps when an evaluator must be trained (default: 400 on SyntheticFaces, 1400 on "
+                   "CelebA, the recipe of experiments/celeba_cpu/evaluator.yaml)")
     p.add_argument("--cache-dir", metavar="DIR", help="where trained evaluators are cached (default $MULTIFEAT_CACHE/evaluators "
                    "or ~/.cache/multifeat/evaluators)")
     p.add_argument("--real", default="auto", metavar="auto|synthetic|DIR|none",
@@ -97,6 +99,11 @@ def _build_restorer(name: str, weights: str | None, device: torch.device):
         restorer = restorer.eval()
     return restorer
 
+
+
+def _steps(args) -> dict[str, int]:
+    """``max_steps`` for a judge that must be trained: ``--evaluator-steps`` when given, else the cache's default."""
+    return {} if args.evaluator_steps is None else {"max_steps": int(args.evaluator_steps)}
 
 def main(argv: list[str] | None = None) -> int:
     try:
@@ -206,11 +213,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{what} shows CelebA faces but no CelebA folder is known to train the evaluator on; "
                               "give --celeba-root DIR (or --evaluator PATH)")
         evaluator, path = cached_celeba_evaluator(data_src["root"], _power_of_two_size(image_size), DEFAULT_ATTRIBUTES,
-                                                  cache_dir=args.cache_dir, max_steps=args.evaluator_steps)
+                                                  cache_dir=args.cache_dir, **_steps(args))
         print(f"evaluator (CelebA): {path}")
     elif evaluator is None:
         evaluator, path = cached_evaluator(_power_of_two_size(image_size), DEFAULT_ATTRIBUTES, cache_dir=args.cache_dir,
-                                           max_steps=args.evaluator_steps, use_shipped=not args.train_evaluator)
+                                           use_shipped=not args.train_evaluator, **_steps(args))
         print(f"evaluator (SyntheticFaces): {path}")
     evaluator = evaluator.to(device).eval()
 
