@@ -277,7 +277,7 @@ def sample_sheet(out: str | os.PathLike, records: list[dict[str, Any]], path: st
             continue
         rec = recs[0]
         samples: dict[int, torch.Tensor] = {}
-        for rel in rec["samples"]:
+        for rel in rec.get("samples", []):
             if (out / rel).is_file():
                 samples.update(torch.load(out / rel, map_location="cpu", weights_only=True))
         sw, end = int(rec["switch_step"]), int(rec["points"][-1]["step"])
