@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -44,9 +43,7 @@ def test_notebook_is_stored_clean_and_reads_the_tiny_switch(name):
 
 @pytest.mark.slow
 def test_quickstart_runs(execute_notebook):
-    t0 = time.monotonic()
     nb, folder = execute_notebook("quickstart.ipynb")
-    seconds = time.monotonic() - t0
     run = folder / "runs" / "notebooks" / "quickstart"
     text = outputs_text(nb)
     assert "tiny=True" in text
@@ -57,14 +54,11 @@ def test_quickstart_runs(execute_notebook):
               "samples/step_00000006.png"):
         assert (run / f).is_file(), f
     assert len(list((run / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
-    assert seconds < 120, f"quickstart took {seconds:.0f} s at tiny size"
 
 
 @pytest.mark.slow
 def test_method_a_runs(execute_notebook):
-    t0 = time.monotonic()
     nb, folder = execute_notebook("method_a.ipynb")
-    seconds = time.monotonic() - t0
     run = folder / "runs" / "notebooks" / "method_a"
     text = outputs_text(nb)
     assert "tiny=True" in text
@@ -79,4 +73,3 @@ def test_method_a_runs(execute_notebook):
     for f in ("phase1.ckpt", "phase2.ckpt", "phase3.ckpt", "negatives/index.json", "eval/report.md",
               "eval/metrics.json"):
         assert (run / f).is_file(), f
-    assert seconds < 120, f"method_a took {seconds:.0f} s at tiny size"
