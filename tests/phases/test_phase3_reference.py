@@ -136,11 +136,19 @@ def test_phase3_steps_match_a_plain_pytorch_loop(inputs, case):
         assert float(trainer.logged_metrics[key]) == pytest.approx(value, rel=1e-5, abs=1e-6), key
     # With AdaIN, G3 only sets the per-channel statistics of H's map: some of its gradients are ~1e-8,
     # where Adam's first step (~ lr · g / (|g| + 1e-8)) turns the float round-off between the two AdaIN
-    # implementations into parameter differences of a few 1e-6. 5e-5 is half a percent of one step
-    # (lr 1e-2); a wrong loss term moves parameters by whole steps.
-    atol_g = 5e-5 if c["adain"] else 1e-6
+    # implementations into parameter differences of up to a few percent of one step on some CPUs
+    # (2e-4 on 6 of 2048 stem weights on one Xeon). So with AdaIN, every element must agree within a
+    # tenth of a step (1e-3 at lr 1e-2) and all but 1 % within 5e-5; a wrong loss term moves most
+    # parameters by whole steps. Without AdaIN, every element agrees within 1e-6.
     for (name, a), b in zip(m.generator.state_dict().items(), g3.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=atol_g, msg=f"G3 {name}")
+        if not c["adain"]:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"G3 {name}")
+            continue
+        assert a.shape == b.shape and a.numel() > 0, name
+        diff = (a - b).abs()
+        assert float(diff.max()) <= 1e-3, f"G3 {name}: differs by {float(diff.max()):.2e} (a tenth of a step is 1e-3)"
+        loose = (diff > 5e-5 + 1e-5 * b.abs()).float().mean()
+        assert float(loose) <= 0.01, f"G3 {name}: {float(loose):.1%} of the elements differ by more than 5e-5"
     for (name, a), b in zip(m.discriminator.state_dict().items(), d3.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"D3 {name}")
     # D2 stays as it was; G3 and D3 did move (the comparison is not between untouched copies)
