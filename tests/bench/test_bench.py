@@ -259,9 +259,10 @@ def _run_cli(args: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, immature_bank_16):
     out = tmp_path_factory.mktemp("bench") / "out"
     cache = out.parent / "cache"
+    immature_bank_16(cache)
     code = _run_cli(["--smoke", "--out", str(out), "--cache-dir", str(cache)])
     assert code == 0
     return out, cache

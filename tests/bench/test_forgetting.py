@@ -45,10 +45,11 @@ def _cli(*args) -> str:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from multifeat.eval.evaluator import train_evaluator
+def setup(tmp_path_factory, immature_bank_16):
+    from multifeat.eval.evaluator import default_cache_dir, train_evaluator
 
     d = tmp_path_factory.mktemp("forgetting")
+    immature_bank_16(default_cache_dir())
     ev = train_evaluator(image_size=16, max_steps=3, num_samples=64, width=4, max_width=8, out_path=d / "judge.ckpt")
     cfg = d / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(TINY))

@@ -91,8 +91,9 @@ def _mtimes(root: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_pipeline_end_to_end_resume_and_skip(tmp_path, monkeypatch, capsys):
+def test_pipeline_end_to_end_resume_and_skip(tmp_path, monkeypatch, capsys, immature_bank_16):
     monkeypatch.setenv("MULTIFEAT_CACHE", str(tmp_path / "cache"))
+    immature_bank_16(tmp_path / "cache" / "evaluators")
     cfg_path = _write(tmp_path, TINY)
     run = tmp_path / "run"
     assert P.main(["--config", cfg_path, "--run-dir", str(run)]) == 0

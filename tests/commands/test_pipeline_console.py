@@ -68,7 +68,7 @@ def test_progress_lines_without_a_terminal(tmp_path):
 
     buf = io.StringIO()
     dm = AttributeDataModule(source="synthetic", image_size=16, num_samples=40, batch_size=8, val_fraction=0.0)
-    model = AttributeEvaluator(image_size=16, width=4, max_width=8)
+    model = AttributeEvaluator(image_size=16, width=4, max_width=8, immature_fraction=0.0)  # no generator bank to train
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, default_root_dir=str(tmp_path),
                         callbacks=[ConsoleProgress("phase9", stream=buf, every=3)])
@@ -80,7 +80,8 @@ def test_progress_lines_without_a_terminal(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- a real run
 @pytest.mark.slow
-def test_pipeline_console_is_quiet_and_the_log_has_the_rest(tmp_path):
+def test_pipeline_console_is_quiet_and_the_log_has_the_rest(tmp_path, immature_bank_16):
+    immature_bank_16(tmp_path / "cache" / "evaluators")
     cfg = yaml.safe_load((REPO / "tests" / "configs" / "tiny_pipeline.yaml").read_text())
     cfg["logger"] = "wandb"
     cfg["trainer"]["enable_progress_bar"] = True

@@ -57,7 +57,9 @@ def test_quickstart_runs(execute_notebook):
 
 
 @pytest.mark.slow
-def test_method_a_runs(execute_notebook):
+def test_method_a_runs(execute_notebook, tmp_path, immature_bank_16):
+    # the notebook's judge is trained with the default recipe in runs/notebooks/method_a/evaluator
+    immature_bank_16(tmp_path / "runs" / "notebooks" / "method_a" / "evaluator")
     nb, folder = execute_notebook("method_a.ipynb")
     run = folder / "runs" / "notebooks" / "method_a"
     text = outputs_text(nb)
