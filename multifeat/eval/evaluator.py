@@ -351,9 +351,20 @@ class AttributeEvaluator(PhaseModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        meta = checkpoint.get("multifeat") or {}
+        self.restore_metadata(checkpoint.get("multifeat") or {})
+
+    def restore_metadata(self, meta: dict[str, Any]) -> None:
+        """Set what a file records beside the weights: validation accuracy, non-face rates and the
+        immature-generator fraction it was trained with (an explicit number in the hyper-parameters is
+        what training used when robust; otherwise, null decided by the data source, the recorded one;
+        files written from a loaded module before this was restored recorded 0.0)."""
         self.val_accuracy = {str(k): float(v) for k, v in (meta.get("val_accuracy") or {}).items()}
         self.nonface_rates = {str(k): {str(a): float(r) for a, r in v.items()} for k, v in (meta.get("nonface_rates") or {}).items()}
+        frac = self.hparams.get("immature_fraction")
+        if self.hparams.get("robust", False) and frac is not None:
+            self.immature_in_use = float(frac)
+        else:
+            self.immature_in_use = float((meta.get("recipe") or {}).get("immature_fraction") or 0.0)
 
 
 # ---------------------------------------------------------------------- training and files
@@ -463,9 +474,7 @@ def _load_weights_file(ckpt: dict[str, Any], path: str | os.PathLike) -> Attribu
         module.load_state_dict(ckpt["state_dict"], strict=True)
     except (TypeError, KeyError, RuntimeError, ConfigError) as e:
         raise CheckpointError(f"evaluator weights '{path}' do not match AttributeEvaluator: {str(e).splitlines()[0][:300]}") from e
-    meta = ckpt.get("multifeat") or {}
-    module.val_accuracy = {str(k): float(v) for k, v in (meta.get("val_accuracy") or {}).items()}
-    module.nonface_rates = {str(k): {str(a): float(r) for a, r in v.items()} for k, v in (meta.get("nonface_rates") or {}).items()}
+    module.restore_metadata(ckpt.get("multifeat") or {})
     return module.eval()
 
 

@@ -35,6 +35,18 @@ def test_checkpoint_metadata_and_loading(quick_evaluator_ckpt):
     m = load_evaluator(quick_evaluator_ckpt)
     assert isinstance(m, AttributeEvaluator) and not m.training
     assert m.val_accuracy == pytest.approx(meta["val_accuracy"])
+    # synthetic data, robust, fraction null: the recipe's 0.25 of generator samples per batch, which the
+    # file records and a loaded module keeps (a copy written from it says the same)
+    assert meta["recipe"]["immature_fraction"] == 0.25 and m.immature_in_use == 0.25
+    assert m.checkpoint_metadata()["recipe"]["immature_fraction"] == 0.25
+
+
+def test_shipped_judge_reports_the_immature_fraction_it_was_trained_with():
+    from multifeat.eval.shipped import default_synthetic_evaluator
+
+    module, path, _ = default_synthetic_evaluator(32)
+    assert module.hparams["immature_fraction"] == 1.0 and module.immature_in_use == 1.0, path
+    assert module.checkpoint_metadata()["recipe"]["immature_fraction"] == 1.0
 
 
 def test_load_evaluator_errors_name_the_path(tmp_path):
