@@ -7,6 +7,7 @@ Usage::
     multifeat bench --methods a,c,d --seeds 0,1,2 --out runs/bench
     multifeat bench --config experiments/celeba/bench.yaml --set data.root=/data
     multifeat bench --smoke --out /tmp/b              # every code path at toy size (machinery check)
+    multifeat bench --threads 2 --out runs/bench_t2 --compare runs/bench   # does a second run agree?
 
 A re-run skips the (method, seed) pairs whose records are in ``--out/runs``; ``--overwrite`` redoes
 the selected ones. See ``docs/benchmark.md``.
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--cache-dir", metavar="DIR", help="where the evaluator is cached (default $MULTIFEAT_CACHE/evaluators "
                    "or ~/.cache/multifeat/evaluators)")
+    p.add_argument("--compare", metavar="DIR", help="another run's output folder (same protocol and judge): write "
+                   "agreement.md/.json comparing each method's means and 95 %% intervals with it")
     p.add_argument("--print_config", "--print-config", dest="print_config", action="store_true",
                    help="print the resolved protocol as YAML and exit")
     return p
@@ -69,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# protocol hash: {protocol_hash(cfg)}")
         print(yaml.safe_dump(cfg, sort_keys=False), end="")
         return 0
+    other = None
+    if args.compare:  # fail before hours of training, not after
+        from multifeat.bench.compare import load_results
+
+        other = load_results(args.compare)
     out = args.out or {"quick": "runs/bench_quick", "smoke": "runs/bench_smoke"}.get(preset or "", "runs/bench")
     command = "multifeat bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     results = run_benchmark(cfg, out, methods=args.methods, seeds=args.seeds, overwrite=args.overwrite, command=command.strip())
@@ -87,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{run['load_average_end']}")
     f = results["files"]
     print(f"Report: {f['results_md']}  numbers: {f['results_json']}  chart: {f['chart']}  grids: {out}/grids/")
+    if other is not None:
+        from multifeat.bench.compare import write_agreement
+
+        cmp = write_agreement(out, results, args.compare)
+        print(f"Agreement with {args.compare}: {cmp['rows_agreeing']} of {cmp['rows_checked']} rows agree "
+              f"(each mean inside the other's 95 % interval): {cmp['files']['md']}")
     return 0
 
 

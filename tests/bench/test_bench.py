@@ -407,3 +407,25 @@ def test_dcgan_section_turns_on_ada_and_ema_rampup_for_every_dcgan():
     tuned = _dcgan(ctx)
     assert tuned.hparams.augment == "bgc" and tuned.hparams.ema_rampup == 0.05
     assert tuned.augment_pipe is not None and tuned.ada is not None
+
+
+@pytest.mark.slow
+def test_a_second_run_compared_with_the_first(smoke_run, tmp_path, capsys):
+    """`--compare`: a copy of the records re-reported with two threads agrees with the original on every row."""
+    import shutil
+
+    out, cache = smoke_run
+    second = tmp_path / "second"
+    shutil.copytree(out / "runs", second / "runs")
+    shutil.copytree(out / "work", second / "work")
+    capsys.readouterr()
+    assert _run_cli(["--smoke", "--out", str(second), "--cache-dir", str(cache), "--methods", "a,g", "--threads", "2",
+                     "--compare", str(out)]) == 0
+    printed = capsys.readouterr().out
+    cmp = json.loads((second / "agreement.json").read_text())
+    assert cmp["second"]["path"] == str(out / "results.json") and cmp["first"]["threads"] == 2
+    methods = {r["method"] for r in cmp["rows"]}
+    assert methods == {"a-beard-gan", "g-joint-gan"}
+    assert cmp["rows_checked"] == 8 and cmp["all_agree"] is True
+    assert all(r["identical_joint_seeds"] == r["seeds_in_common"] == 2 for r in cmp["rows"])
+    assert f"8 of 8 rows agree (each mean inside the other's 95 % interval): {second / 'agreement.md'}" in printed
