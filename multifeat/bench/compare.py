@@ -21,6 +21,7 @@ from typing import Any
 from multifeat.bench.forgetting_report import mean_interval
 from multifeat.bench.report import metric_value
 from multifeat.errors import ConfigError
+from multifeat.utils.files import atomic_write_text
 
 #: (metric name of :data:`multifeat.bench.report.METRICS`, label, scale for display, digits)
 COMPARED = (("joint_rate", "joint", 100.0, 1), ("feature_1_rate", None, 100.0, 1), ("feature_2_rate", None, 100.0, 1),
@@ -136,8 +137,6 @@ def agreement_markdown(cmp: dict[str, Any]) -> str:
 def write_agreement(out: str | os.PathLike, first: dict[str, Any], second_folder: str | os.PathLike) -> dict[str, Any]:
     """Compare the run in ``out`` (its results, ``first``) with the one in ``second_folder``; write
     ``agreement.md`` and ``agreement.json`` into ``out`` (atomically). Returns the comparison."""
-    from multifeat.utils.files import atomic_write_text
-
     out = Path(out)
     first = {**first, "_path": first.get("_path") or str(out / "results.json")}
     cmp = compare_results(first, load_results(second_folder))

@@ -21,6 +21,7 @@ import sys
 
 import yaml
 
+from multifeat.bench.compare import load_results, write_agreement
 from multifeat.bench.methods import METHODS, resolve_methods
 from multifeat.bench.protocol import config_sources, load_config, protocol_hash
 from multifeat.bench.report import main_table
@@ -74,8 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     other = None
     if args.compare:  # fail before hours of training, not after
-        from multifeat.bench.compare import load_results
-
         other = load_results(args.compare)
     out = args.out or {"quick": "runs/bench_quick", "smoke": "runs/bench_smoke"}.get(preset or "", "runs/bench")
     command = "multifeat bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
@@ -96,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     f = results["files"]
     print(f"Report: {f['results_md']}  numbers: {f['results_json']}  chart: {f['chart']}  grids: {out}/grids/")
     if other is not None:
-        from multifeat.bench.compare import write_agreement
-
         cmp = write_agreement(out, results, args.compare)
         print(f"Agreement with {args.compare}: {cmp['rows_agreeing']} of {cmp['rows_checked']} rows agree "
               f"(each mean inside the other's 95 % interval): {cmp['files']['md']}")
