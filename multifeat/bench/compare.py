@@ -4,9 +4,10 @@ A GAN result that a second run cannot reproduce is not a result. :func:`compare_
 ``results.json`` of two runs of the same protocol judged by the same evaluator (for example one run with
 one torch thread and one with two, or two machines) and, per method and metric, puts both means over
 seeds with their Student-t 95 % intervals side by side. A row *agrees* when each run's mean lies inside
-the other's interval; rows with fewer than two seeds in a run cannot be checked. It also counts the seeds
-whose joint rate came out identical in both runs (identical numbers mean bit-identical training, which
-two thread counts do not promise).
+the other's interval; rows with fewer than two seeds in a run cannot be checked. The criterion is strict
+where a run's seeds all gave the same number (often 0 %): its interval has zero width, and only an equal
+mean agrees with it. It also counts the seeds whose joint rate came out identical in both runs (both 0 %
+counts too; two thread counts do not promise bit-identical training).
 
 ``multifeat bench --out A --compare B`` writes ``A/agreement.md`` and ``A/agreement.json``.
 """
