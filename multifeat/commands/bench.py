@@ -26,6 +26,7 @@ from multifeat.bench.methods import METHODS, resolve_methods
 from multifeat.bench.protocol import config_sources, load_config, protocol_hash
 from multifeat.bench.report import main_table
 from multifeat.bench.runner import run_benchmark
+from multifeat.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     other = None
     if args.compare:  # fail before hours of training, not after
         other = load_results(args.compare)
+        if other["config_hash"] != protocol_hash(cfg):
+            raise ConfigError(f"--compare {args.compare}: that run used another protocol (hash {other['config_hash']}, this "
+                              f"one {protocol_hash(cfg)}); only runs of one protocol can be compared")
     out = args.out or {"quick": "runs/bench_quick", "smoke": "runs/bench_smoke"}.get(preset or "", "runs/bench")
     command = "multifeat bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     results = run_benchmark(cfg, out, methods=args.methods, seeds=args.seeds, overwrite=args.overwrite, command=command.strip())

@@ -93,3 +93,15 @@ def test_bench_command_checks_the_other_run_before_training(tmp_path, capsys):
     assert code == 2
     assert str(tmp_path / "missing" / "results.json") in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing was trained
+
+
+def test_bench_command_refuses_a_run_of_another_protocol_before_training(tmp_path, capsys):
+    from multifeat.cli import main
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text(json.dumps(_results([0.1, 0.2], phash="0123456789abcdef")))
+    code = main(["bench", "--smoke", "--out", str(tmp_path / "out"), "--compare", str(other)])
+    assert code == 2
+    assert "another protocol (hash 0123456789abcdef" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
