@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from multifeat.bench.forgetting_report import mean_interval
+from multifeat.bench.forgetting_report import intervals_agree, mean_interval
 from multifeat.bench.report import metric_value
 from multifeat.errors import ConfigError
 from multifeat.utils.files import atomic_write_text
@@ -84,10 +84,7 @@ def compare_results(first: dict[str, Any], second: dict[str, Any]) -> dict[str, 
                 mean, half = mean_interval(vals)
                 cells.append({"mean": mean if vals else None, "half_width": half, "n": len(vals)})
             (c1, c2) = cells
-            ok = None
-            if c1["half_width"] is not None and c2["half_width"] is not None:
-                d = abs(c1["mean"] - c2["mean"])
-                ok = bool(d <= c1["half_width"] and d <= c2["half_width"])
+            ok = intervals_agree(c1["mean"], c1["half_width"], c2["mean"], c2["half_width"]) if c1["n"] and c2["n"] else None
             rows.append({"method": mid, "key": m1.get("key"), "name": m1.get("name"), "metric": name, "label": label,
                          "scale": scale, "digits": digits, "first": c1, "second": c2, "agree": ok,
                          "seeds_in_common": len(common), "identical_joint_seeds": identical})

@@ -41,6 +41,13 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, 
     return m, float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
 
 
+def intervals_agree(m1: float, h1: float | None, m2: float, h2: float | None) -> bool | None:
+    """Each mean inside the other's interval (half-widths ``h1``, ``h2``); None when one has no interval."""
+    if h1 is None or h2 is None:
+        return None
+    return bool(abs(m1 - m2) <= h1 and abs(m1 - m2) <= h2)
+
+
 def _cell(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
     m, hw = mean_interval(values)
     if math.isnan(m):
@@ -232,7 +239,7 @@ def agreement(first: list[dict[str, Any]], second: list[dict[str, Any]], feature
     for key in sorted(set(g1) & set(g2), key=_order):
         for m in (f1, f2, "joint"):
             (m1, h1), (m2, h2) = (mean_interval([r["final"][m] for r in g[key]]) for g in (g1, g2))
-            ok = None if h1 is None or h2 is None else (abs(m1 - m2) <= h1 and abs(m1 - m2) <= h2)
+            ok = intervals_agree(m1, h1, m2, h2)
             rows.append({"variant": key[0], "f": key[1], "beta2": key[2], "metric": m, "first": [m1, h1],
                          "second": [m2, h2], "agree": ok})
     return rows
@@ -330,4 +337,4 @@ def write_outputs(out: str | os.PathLike, records: list[dict[str, Any]], feature
     return {k: str(v) for k, v in files.items()}
 
 
-__all__ = ["VARIANT_NAMES", "agreement", "agreement_table", "group", "mean_interval", "plot", "sample_sheet", "summarize", "table", "write_outputs"]
+__all__ = ["VARIANT_NAMES", "agreement", "agreement_table", "group", "intervals_agree", "mean_interval", "plot", "sample_sheet", "summarize", "table", "write_outputs"]
