@@ -36,7 +36,6 @@ evaluator is trained on CelebA.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -61,12 +60,12 @@ from multifeat.bench.methods import (
 )
 from multifeat.bench.protocol import int_list, protocol_hash, validate_config
 from multifeat.bench.report import build_results, run_paths, save_row, write_report
-from multifeat.bench.training import Context, Trained, make_trainer, quiet, save_checkpoint
-from multifeat.data import AttributeDataModule, CelebADataset
+from multifeat.bench.training import Context, Trained, quiet
+from multifeat.data import CelebADataset
 from multifeat.errors import ConfigError, DataError
 from multifeat.eval.evaluate import evaluate_images, sample_images, synthetic_real_images
-from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES, AttributeEvaluator, load_evaluator
-from multifeat.eval.evaluator_cache import cached_evaluator
+from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES
+from multifeat.eval.evaluator_cache import cached_celeba_evaluator, cached_evaluator
 from multifeat.utils.files import atomic_write_text, ensure_writable_dir, file_sha256
 
 
@@ -108,7 +107,7 @@ def _loadavg() -> list[float] | None:
 
 # ------------------------------------------------------------------------------------ evaluator and real images
 def get_evaluator(ctx: Context, work: Path):
-    """The judge: ``cached_evaluator`` on SyntheticFaces (its own seed), or one trained on CelebA."""
+    """The judge: ``cached_evaluator`` on SyntheticFaces (its own seed), or ``cached_celeba_evaluator`` on CelebA."""
     e = ctx.config["evaluator"]
     if ctx.synthetic:
         with quiet():
@@ -116,32 +115,16 @@ def get_evaluator(ctx: Context, work: Path):
                                         max_steps=int(e["max_steps"]), num_samples=int(e["num_samples"]),
                                         width=int(e["width"]), max_width=int(e["max_width"]), log=ctx.log)
         return ev, path
-    cfg = {"root": str(Path(ctx.config["data"]["root"]).resolve()), "image_size": ctx.image_size, "attributes": list(DEFAULT_ATTRIBUTES),
-           "derived": ctx.config["data"]["derived"], **{k: v for k, v in e.items() if k != "cache_dir"}}
-    key = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    # CelebA: the one CelebA judge of the package (`multifeat evaluate` and the pipeline train the same
+    # network with the same recipe, CELEBA_JUDGE_RECIPE, whose balanced accuracy docs/evaluation.md measures)
     folder = Path(e["cache_dir"]) if e["cache_dir"] else work / "evaluator"
-    path = folder / f"evaluator-celeba-S{ctx.image_size}-{key}.ckpt"
-    if not path.is_file():
-        ctx.log(f"training an attribute evaluator on CelebA ({ctx.image_size}px, {e['max_steps']} steps) -> {path}")
-        with quiet():
-            train_celeba_evaluator(ctx, path)
-    ev = load_evaluator(path)
+    d = ctx.config["data"]
+    with quiet():
+        ev, path = cached_celeba_evaluator(d["root"], ctx.image_size, DEFAULT_ATTRIBUTES, cache_dir=folder,
+                                           max_steps=int(e["max_steps"]), width=int(e["width"]),
+                                           max_width=int(e["max_width"]), batch_size=int(d["batch_size"]),
+                                           seed=int(e["seed"]), accelerator=ctx.config["accelerator"], log=ctx.log)
     return ev, path
-
-
-def train_celeba_evaluator(ctx: Context, path: Path) -> Path:
-    """An :class:`AttributeEvaluator` trained on CelebA's training split (all attribute combinations)."""
-    e, d = ctx.config["evaluator"], ctx.config["data"]
-    lightning.seed_everything(int(e["seed"]), workers=True, verbose=False)
-    dm = AttributeDataModule(source=ctx.source, root=d["root"], derived=d["derived"], image_size=ctx.image_size,
-                             attributes=list(DEFAULT_ATTRIBUTES), batch_size=int(d["batch_size"]), val_fraction=0.1,
-                             seed=int(e["seed"]), num_workers=int(d["num_workers"]))
-    model = AttributeEvaluator(image_size=ctx.image_size, attributes=DEFAULT_ATTRIBUTES, width=int(e["width"]),
-                               max_width=int(e["max_width"]))
-    trainer = make_trainer(ctx, path.parent, max_steps=int(e["max_steps"]))
-    trainer.fit(model, datamodule=dm)
-    make_trainer(ctx, path.parent, limit_val_batches=1.0).validate(model, datamodule=dm, verbose=False)
-    return save_checkpoint(trainer, path)
 
 
 def real_description(ctx: Context) -> str:
@@ -369,5 +352,4 @@ def _shared_total(records: dict[str, list[dict[str, Any]]]) -> float:
     return sum(per_seed.values())
 
 
-__all__ = ["get_evaluator", "hardware_info", "real_description", "real_images", "run_benchmark", "run_one",
-           "train_celeba_evaluator"]
+__all__ = ["get_evaluator", "hardware_info", "real_description", "real_images", "run_benchmark", "run_one"]
