@@ -194,7 +194,8 @@ def dcgan_kwargs(ctx: Context) -> dict[str, Any]:
     return {"image_size": ctx.image_size, "z_dim": int(g["z_dim"]), "g_width": int(g["g_width"]), "d_width": int(g["d_width"]),
             "max_width": int(g["max_width"]), "norm_d": str(g["norm_d"]), "lr_g": float(g["lr"]), "lr_d": float(g["lr"]),
             "num_fixed": 16, "ema_decay": None if g["ema_decay"] is None else float(g["ema_decay"]),
-            "ema_rampup": None if g["ema_rampup"] is None else float(g["ema_rampup"]), "augment": g["augment"]}
+            "ema_rampup": None if g["ema_rampup"] is None else float(g["ema_rampup"]), "augment": g["augment"],
+            "upsample": str(g["upsample"])}
 
 
 def _dcgan(ctx: Context) -> Phase1GAN:
@@ -245,7 +246,7 @@ def train_cgan(ctx: Context, seed: int, work: Path) -> Trained:
     module = ConditionalGAN(attributes=[f1, f2], sample_labels={f1: True, f2: True}, image_size=ctx.image_size,
                             z_dim=int(g["z_dim"]), g_width=int(g["g_width"]), d_width=int(g["d_width"]),
                             max_width=int(g["max_width"]), norm_d=str(c["norm_d"]), embed_dim=int(c["embed_dim"]),
-                            lr_g=float(g["lr"]), lr_d=float(g["lr"]), augment=g["augment"])
+                            lr_g=float(g["lr"]), lr_d=float(g["lr"]), augment=g["augment"], upsample=str(g["upsample"]))
     trainer, secs = fit(ctx, module, data, work, seed, max_steps=int(g["steps"] if c["steps"] is None else c["steps"]))
     save_checkpoint(trainer, work / "generator.ckpt")
     return Trained(_sampler(module, labels={f1: True, f2: True}), secs, {"train": counts})

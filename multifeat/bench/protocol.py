@@ -26,6 +26,7 @@ from typing import Any
 from multifeat.bench.methods import resolve_methods
 from multifeat.bench.schema import parse_protocol
 from multifeat.errors import ConfigError
+from multifeat.nets.dcgan import check_upsample
 from multifeat.utils.config import read_yaml_mapping, set_dotted
 
 #: the folder of the packaged protocol files
@@ -37,6 +38,9 @@ PRESETS = ("quick", "smoke")
 
 #: keys that change how or where a run executes, not what it measures (left out of the protocol hash)
 _RUNTIME_KEYS = ("seeds", "methods", "threads", "accelerator", "precision")
+#: keys added to the protocol after runs were published, with the value that does what the protocol did
+#: before the key existed: at that value a key is left out of the hash, so earlier records still match
+_LATER_KEYS: dict[tuple[str, str], Any] = {("gan", "upsample"): "transpose"}
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -160,6 +164,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"seeds {bad} are not allowed: training seeds must be in [0, {min(reserved)}) so that training "
                               f"images never coincide with the evaluator's (seed {cfg['evaluator']['seed']}) or the real "
                               f"reference images (seed {cfg['eval']['real_seed']})")
+    check_upsample(cfg["gan"]["upsample"], "gan.upsample")
     if cfg["method_b"]["styles"] not in ("sampled", "projected"):
         raise ConfigError(f"method_b.styles must be sampled or projected, got {cfg['method_b']['styles']!r}")
     p3 = cfg["method_a"]["phase3"]
@@ -176,6 +181,9 @@ def protocol_hash(cfg: dict[str, Any]) -> str:
     c = copy.deepcopy(c)
     c["evaluator"].pop("cache_dir", None)
     c["data"].pop("num_workers", None)
+    for (section, key), before in _LATER_KEYS.items():
+        if section in c and c[section].get(key, before) == before:
+            c[section].pop(key, None)
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

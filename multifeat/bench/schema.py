@@ -72,6 +72,7 @@ class DcganSection:
 @dataclass(kw_only=True)
 class GanSection(DcganSection):
     augment: str | None = None
+    upsample: Literal["transpose", "nearest"]
     steps: int
 
 

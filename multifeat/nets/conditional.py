@@ -73,6 +73,8 @@ class ConditionalGenerator(nn.Module):
         embed_dim: size of the label embedding concatenated to ``z`` (32).
         film: add the per-stage label modulation ``h * (1 + gamma_r(y)) + beta_r(y)`` (False; see
             the module docstring for why it is off).
+        upsample: ``transpose`` (default) or ``nearest``, the DCGAN generator's upsampling
+            (:data:`multifeat.nets.dcgan.UPSAMPLES`).
 
     ``forward(z [N, z_dim], labels [N, A]) -> [N, 3, image_size, image_size]`` in [-1, 1].
     The wrapped generator is ``self.net`` (its input size is ``z_dim + embed_dim``).
@@ -88,6 +90,7 @@ class ConditionalGenerator(nn.Module):
         norm: str = "batch",
         embed_dim: int = 32,
         film: bool = False,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         self.num_labels = _check_num_labels(num_labels)
@@ -95,7 +98,8 @@ class ConditionalGenerator(nn.Module):
             raise ConfigError(f"embed_dim must be a positive integer, got {embed_dim!r}")
         self.z_dim, self.embed_dim, self.film, self.image_size = z_dim, embed_dim, bool(film), image_size
         self.net = DCGANGenerator(
-            z_dim=z_dim + embed_dim, image_size=image_size, width=width, max_width=max_width, norm=norm
+            z_dim=z_dim + embed_dim, image_size=image_size, width=width, max_width=max_width, norm=norm,
+            upsample=upsample,
         )
         self.embed = nn.Linear(num_labels, embed_dim)
         # unit-scale label code, comparable to z ~ N(0, 1) (DCGAN's N(0, 0.02) would drown it in z)

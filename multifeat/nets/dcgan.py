@@ -18,6 +18,10 @@ import torch
 from torch import nn
 
 NORMS = ("batch", "instance", "none")
+#: how the generator doubles its resolution: ``transpose`` (DCGAN: a 4x4 transposed convolution of
+#: stride 2) or ``nearest`` (nearest-neighbour x2, then a 3x3 convolution; Odena et al. 2016, "Deconvolution
+#: and checkerboard artifacts": no uneven overlap, so no checkerboard to unlearn)
+UPSAMPLES = ("transpose", "nearest")
 
 
 def check_image_size(image_size: int, name: str = "image_size", lo: int = 16, hi: int = 256) -> int:
@@ -29,6 +33,15 @@ def check_image_size(image_size: int, name: str = "image_size", lo: int = 16, hi
     if image_size < lo or image_size > hi or image_size & (image_size - 1):
         raise ConfigError(f"{name} must be a power of two in [{lo}, {hi}], got {image_size}")
     return image_size
+
+
+def check_upsample(kind: object, name: str = "upsample") -> str:
+    """Validate a generator's upsampling kind (:data:`UPSAMPLES`)."""
+    from multifeat.errors import ConfigError
+
+    if kind not in UPSAMPLES:
+        raise ConfigError(f"{name} must be one of {', '.join(UPSAMPLES)}, got {kind!r}")
+    return str(kind)
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -58,6 +71,8 @@ class DCGANGenerator(nn.Module):
         max_width: channel cap for the coarse stages.
         norm: ``batch`` (DCGAN default), ``instance`` or ``none``.
         out_channels: image channels (3).
+        upsample: ``transpose`` (DCGAN default) or ``nearest`` (see :data:`UPSAMPLES`). The two hold
+            different weights: a checkpoint loads into a generator of its own kind only.
     """
 
     def __init__(
@@ -68,10 +83,13 @@ class DCGANGenerator(nn.Module):
         max_width: int = 512,
         norm: str = "batch",
         out_channels: int = 3,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         check_image_size(image_size)
+        check_upsample(upsample)
         self.z_dim, self.image_size, self.width, self.max_width, self.norm = z_dim, image_size, width, max_width, norm
+        self.upsample = upsample
         self.num_up = int(math.log2(image_size)) - 2
         c0 = _channels(width, max_width, self.num_up)
         self.stem = nn.Sequential(
@@ -83,13 +101,11 @@ class DCGANGenerator(nn.Module):
         c_in = c0
         for i in range(self.num_up):
             c_out = _channels(width, max_width, self.num_up - 1 - i)
-            ups.append(
-                nn.Sequential(
-                    nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=norm == "none"),
-                    norm_layer(norm, c_out),
-                    nn.ReLU(inplace=True),
-                )
-            )
+            if upsample == "transpose":
+                grow: list[nn.Module] = [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=norm == "none")]
+            else:
+                grow = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=norm == "none")]
+            ups.append(nn.Sequential(*grow, norm_layer(norm, c_out), nn.ReLU(inplace=True)))
             self.channels[self.resolutions[i + 1]] = c_out
             c_in = c_out
         self.ups = nn.ModuleList(ups)

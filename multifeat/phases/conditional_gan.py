@@ -81,6 +81,8 @@ class ConditionalGAN(GANModule):
         embed_dim: size of G's label embedding concatenated to ``z`` (32).
         film: per-stage label modulation in G (False: with it G learned to ignore ``z``; see
             :mod:`multifeat.nets.conditional`).
+        upsample: G's upsampling, ``transpose`` or ``nearest`` (``transpose``; as
+            :class:`~multifeat.phases.phase1.Phase1GAN`'s).
         lr_g, lr_d: Adam learning rates (2e-4, 2e-4).
         betas_g, betas_d: Adam betas ((0.5, 0.999), DCGAN's).
         finite_check_every_n_steps: run the non-finite guard on every n-th step; 0 disables (1).
@@ -118,6 +120,7 @@ class ConditionalGAN(GANModule):
         norm_d: str = "none",
         embed_dim: int = 32,
         film: bool = False,
+        upsample: str = "transpose",
         lr_g: float = 2e-4,
         lr_d: float = 2e-4,
         betas_g: tuple[float, float] = (0.5, 0.999),
@@ -168,7 +171,7 @@ class ConditionalGAN(GANModule):
         a = len(attributes)
         self.generator = ConditionalGenerator(
             num_labels=a, z_dim=z_dim, image_size=image_size, width=g_width, max_width=max_width,
-            norm=norm_g, embed_dim=embed_dim, film=film,
+            norm=norm_g, embed_dim=embed_dim, film=film, upsample=upsample,
         )
         self.discriminator = ProjectionDiscriminator(
             num_labels=a, image_size=image_size, width=d_width, max_width=max_width, norm=norm_d

@@ -32,7 +32,7 @@ from torch import nn
 
 from multifeat.errors import ConfigError
 from multifeat.losses import lsgan_d_loss, lsgan_g_loss
-from multifeat.nets.dcgan import DCGANDiscriminator, DCGANGenerator, check_image_size
+from multifeat.nets.dcgan import DCGANDiscriminator, DCGANGenerator, check_image_size, check_upsample
 from multifeat.nets.ema import EMA
 from multifeat.phases.gan import (
     GANModule,
@@ -58,6 +58,9 @@ class Phase1GAN(GANModule):
         max_width: channel cap of both networks. Default 512.
         norm_g: generator normalisation (``batch``, ``instance``, ``none``). Default ``batch``.
         norm_d: discriminator normalisation. Default ``batch``.
+        upsample: how the generator doubles its resolution: ``transpose`` (DCGAN's 4x4 transposed
+            convolutions) or ``nearest`` (nearest-neighbour x2 and a 3x3 convolution: no checkerboard; on
+            MultiFeat-Synth steadier and better, docs/benchmark.md). Default ``transpose``.
         lr_g, lr_d: Adam learning rates. Default 2e-4 (DCGAN).
         betas_g, betas_d: Adam betas. Default (0.5, 0.999) (DCGAN).
         d_steps_per_g: D updates per G update (G steps on every k-th batch). Default 1.
@@ -93,6 +96,7 @@ class Phase1GAN(GANModule):
         max_width: int = 512,
         norm_g: str = "batch",
         norm_d: str = "batch",
+        upsample: str = "transpose",
         lr_g: float = 2e-4,
         lr_d: float = 2e-4,
         betas_g: tuple[float, float] = (0.5, 0.999),
@@ -113,6 +117,7 @@ class Phase1GAN(GANModule):
     ) -> None:
         super().__init__()
         check_image_size(image_size)
+        check_upsample(upsample)
         if d_steps_per_g < 1:
             raise ConfigError(f"d_steps_per_g must be >= 1, got {d_steps_per_g}")
         check_finite_every(finite_check_every_n_steps)
@@ -136,7 +141,7 @@ class Phase1GAN(GANModule):
         )
         self.z_dim = z_dim
         self.generator = generator if generator is not None else DCGANGenerator(
-            z_dim=z_dim, image_size=image_size, width=g_width, max_width=max_width, norm=norm_g
+            z_dim=z_dim, image_size=image_size, width=g_width, max_width=max_width, norm=norm_g, upsample=upsample
         )
         self.discriminator = discriminator if discriminator is not None else DCGANDiscriminator(
             image_size=image_size, width=d_width, max_width=max_width, norm=norm_d

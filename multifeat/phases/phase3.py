@@ -258,7 +258,8 @@ class Phase3GAN(GANModule):
         if not isinstance(g1, DCGANGenerator):
             raise CheckpointError(f"g1_ckpt '{g1_path}' holds a {type(g1).__name__} generator; Phase 3 grows a DCGANGenerator")
         arch: dict[str, Any] = {
-            "g1": {"z_dim": g1.z_dim, "image_size": g1.image_size, "width": g1.width, "max_width": g1.max_width, "norm": g1.norm},
+            "g1": {"z_dim": g1.z_dim, "image_size": g1.image_size, "width": g1.width, "max_width": g1.max_width, "norm": g1.norm,
+                   "upsample": g1.upsample},
             "g1_source": "ema" if use_ema else "generator",
             "d2": {"class_path": f"{type(p2).__module__}.{type(p2).__qualname__}", "hparams": _primitive(dict(p2.hparams))},
         }

@@ -75,3 +75,24 @@ def test_print_config_flags(flag, tmp_path):
     printed = yaml.safe_load(r.stdout)
     assert printed["gan"]["steps"] == 5 and printed["image_size"] == 16
     assert lines[1] == f"# protocol hash: {B.protocol_hash(B.load_config(None, preset='smoke', overrides=['gan.steps=5']))}"
+
+
+def test_upsampling_reaches_every_dcgan_and_the_hash_keeps_earlier_records():
+    """``gan.upsample: transpose`` is what the protocol did before the key existed: the hash stays the
+    one of the published records; ``nearest`` is another protocol and builds nearest-upsampling
+    generators for a, f, g and Method A's G1."""
+    from types import SimpleNamespace
+
+    from multifeat.bench.methods import _dcgan, method_a_config
+
+    cfg = B.load_config(None)
+    assert cfg["gan"]["upsample"] == "transpose"
+    assert B.protocol_hash(cfg) == "384a61a3883bbfc6"  # the hash of the runs in docs/benchmark.md
+    nearest = B.load_config(None, overrides=["gan.upsample=nearest"])
+    assert B.protocol_hash(nearest) != B.protocol_hash(cfg)
+    ctx = SimpleNamespace(config=nearest, image_size=int(nearest["image_size"]), features=list(nearest["features"]),
+                          synthetic=True, source="synthetic")
+    assert _dcgan(ctx).generator.upsample == "nearest"
+    assert method_a_config(ctx, 0, "c")["phase1"]["model"]["init_args"]["upsample"] == "nearest"
+    with pytest.raises(ConfigError, match=r"gan\.upsample: Expected a typing\.Literal\['transpose', 'nearest'\]"):
+        B.load_config(None, overrides=["gan.upsample=bilinear"])

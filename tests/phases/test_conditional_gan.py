@@ -216,3 +216,16 @@ def test_experiment_config_builds_and_runs(tmp_path, monkeypatch):
     # the config's SampleGrid (no dirpath: <log dir>/samples) draws the fixed noise at sample_labels
     assert (tmp_path / "samples" / "latest.png").is_file()
     assert cli.model.sample(3, seed=1).shape == (3, 3, 32, 32)
+
+
+def test_upsampling_choice_reaches_the_generator_and_bad_values_are_named():
+    from torch import nn
+
+    from multifeat.errors import ConfigError
+
+    m = ConditionalGAN(**{**TINY, "upsample": "nearest"})
+    kinds = {type(mod) for mod in m.generator.net.ups.modules()}
+    assert nn.Upsample in kinds and nn.ConvTranspose2d not in kinds
+    assert m.hparams.upsample == "nearest" and m.generator(torch.randn(2, m.hparams.z_dim), torch.ones(2, 2)).shape[-1] == 16
+    with pytest.raises(ConfigError, match="upsample must be one of transpose, nearest"):
+        ConditionalGAN(**{**TINY, "upsample": "pixelshuffle"})

@@ -28,9 +28,9 @@ def _fit_and_save(module, data, path, steps=2):
     return path
 
 
-def make_phase1(path, size=16, ema_decay=None):
+def make_phase1(path, size=16, ema_decay=None, **kw):
     seed_everything(0, verbose=False)
-    p1 = tiny_phase1(image_size=size, num_fixed=4, ema_decay=ema_decay)
+    p1 = tiny_phase1(image_size=size, num_fixed=4, ema_decay=ema_decay, **kw)
     dm = AttributeDataModule(image_size=size, require={"bald": True}, num_samples=16, batch_size=8, val_fraction=0.0)
     return _fit_and_save(p1, dm, path)
 
@@ -48,6 +48,7 @@ def ckpts(tmp_path_factory):
     return {
         "g1": str(make_phase1(d / "p1.ckpt")),
         "g1_ema": str(make_phase1(d / "p1_ema.ckpt", ema_decay=0.5)),
+        "g1_nearest": str(make_phase1(d / "p1_nearest.ckpt", upsample="nearest")),
         "d2": str(make_phase2(d / "p2.ckpt")),
         "d2_32": str(make_phase2(d / "p2_32.ckpt", size=32)),
         "dir": d,
@@ -65,7 +66,7 @@ def _model(ckpts, **kw):
 
 
 # ---------------------------------------------------------------------------------------------- building
-@pytest.mark.parametrize("which", ["g1", "g1_ema"])
+@pytest.mark.parametrize("which", ["g1", "g1_ema", "g1_nearest"])
 def test_g3_equals_g1_at_initialisation(ckpts, which):
     m = Phase3GAN(g1_ckpt=ckpts[which], d2_ckpt=ckpts["d2"], add_blocks={8: 2, 16: 1}, num_fixed=4).eval()
     p1 = Phase1GAN.load_from_checkpoint(ckpts[which]).eval()
@@ -74,6 +75,7 @@ def test_g3_equals_g1_at_initialisation(ckpts, which):
         assert torch.equal(m(z), p1.generator_for_sampling(z))
         assert torch.equal(m.sample(5, seed=3), p1.sample(5, seed=3))
     assert m.hparams.arch["g1_source"] == ("ema" if which == "g1_ema" else "generator")
+    assert m.hparams.arch["g1"]["upsample"] == ("nearest" if which == "g1_nearest" else "transpose")
     # D3 starts as D1, D2 as the phase-2 classifier
     for (k, a), (_, b) in zip(m.discriminator.state_dict().items(), p1.discriminator.state_dict().items()):
         assert torch.equal(a, b), k
@@ -89,6 +91,20 @@ def test_g3_equals_g1_in_train_mode_with_same_bn_state(ckpts):
     m.train(), p1.train()
     z = torch.randn(6, 8)
     assert torch.equal(m.generator(z), p1.generator(z))
+
+
+def test_a_nearest_g3_reloads_from_its_own_checkpoint(ckpts, tmp_path):
+    """The recorded architecture rebuilds G3 (and H) with G1's upsampling, so the weights fit and the
+    reloaded G3 draws what the saved one drew."""
+    m = Phase3GAN(g1_ckpt=ckpts["g1_nearest"], d2_ckpt=ckpts["d2"], add_blocks={8: 1}, num_fixed=4, snapshot_epoch=0)
+    trainer = Trainer(max_epochs=1, reload_dataloaders_every_n_epochs=1, enable_checkpointing=False, **QUIET)
+    trainer.fit(m, datamodule=switching_data())
+    trainer.save_checkpoint(str(tmp_path / "g3.ckpt"))
+    loaded = Phase3GAN.load_from_checkpoint(str(tmp_path / "g3.ckpt")).eval()
+    assert any(isinstance(mod, torch.nn.Upsample) for mod in loaded.generator.modules())
+    assert not any(isinstance(mod, torch.nn.ConvTranspose2d) for mod in loaded.generator.base.ups.modules())
+    m.eval()
+    torch.testing.assert_close(loaded.sample(3, seed=1), m.sample(3, seed=1), rtol=0, atol=0)
 
 
 def test_validation_errors(ckpts, tmp_path):
