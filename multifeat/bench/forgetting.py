@@ -39,7 +39,7 @@ from multifeat.bench.forgetting_schema import parse_forgetting
 from multifeat.bench.training import Context, fit, make_trainer, quiet, save_checkpoint, validation_metrics
 from multifeat.data.guard import assert_no_joint
 from multifeat.errors import ConfigError
-from multifeat.utils.config import read_yaml_mapping, set_dotted
+from multifeat.utils.config import drop_at_values, read_yaml_mapping, set_dotted
 from multifeat.utils.files import atomic_torch_save, atomic_write_text, ensure_writable_dir, file_sha256
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "bench_forgetting.yaml"
@@ -47,6 +47,9 @@ VARIANTS = ("b0", "c0", "c", "d_h", "d_g3")
 BRANCHES = ("c0", "c", "d_h", "d_g3")  # continued from the trunk of their (seed, f, beta2)
 #: keys that choose what is run, not how: they do not change the experiment's hash
 _SELECTION_KEYS = ("seeds", "grid", "variants", "threads", "accelerator", "quick")
+#: keys added after runs were published, at the value that does what the experiment did before them
+#: (left out of the hash at that value: see multifeat.utils.config.drop_at_values)
+LATER_KEYS: dict[str, Any] = {"phase3.d2_views": 0, "phase3.d2_view_p": 0.8}
 
 
 # ------------------------------------------------------------------------------------ config
@@ -105,9 +108,10 @@ def batches_per_epoch(cfg: dict[str, Any]) -> int:
 
 def config_hash(cfg: dict[str, Any]) -> str:
     """Hash of everything that changes a run's numbers (not which runs are selected)."""
-    c = {k: v for k, v in cfg.items() if k not in _SELECTION_KEYS}
+    c = copy.deepcopy({k: v for k, v in cfg.items() if k not in _SELECTION_KEYS})
     # the judge is identified by its file's sha256 (checked on its own), not by where the file lies
     c["evaluator"] = {k: (None if k == "path" else v) for k, v in c["evaluator"].items() if k != "cache_dir"}
+    drop_at_values(c, LATER_KEYS)
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -371,7 +375,8 @@ class Experiment:
                          snapshot_epoch=self.switch if switch else None, switch_epoch=self.switch if switch else self.epochs,
                          snapshot_source=str(p3["snapshot_source"]), snapshot_ema_decay=float(p3["snapshot_ema_decay"]),
                          adain_enabled=variant in ("d_h", "d_g3"), adain_content="g3" if variant == "d_g3" else "h",
-                         adain_at=str(p3["adain_at"]), num_fixed=16)
+                         adain_at=str(p3["adain_at"]), num_fixed=16, d2_views=int(p3["d2_views"]),
+                         d2_view_p=float(p3["d2_view_p"]))
 
     def _fit3(self, module, seed: int, root: Path, max_epochs: int, ckpt: Path | None = None) -> tuple[Probe, Any, float]:
         import lightning as L

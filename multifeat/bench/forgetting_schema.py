@@ -46,6 +46,8 @@ class Phase3Section:
     adain_at: str
     snapshot_source: Literal["live", "ema"]
     snapshot_ema_decay: float
+    d2_views: int
+    d2_view_p: float
     eval_every: int
 
 

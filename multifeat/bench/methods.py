@@ -284,6 +284,7 @@ def method_a_config(ctx: Context, seed: int, key: str) -> dict[str, Any]:
               "f": str(p3["f"]), "f_tau": float(p3["f_tau"]), "lr_g": float(g["lr"]), "lr_d": float(g["lr"]),
               "snapshot_epoch": int(p3["snapshot_epoch"]), "adain_enabled": bool(variant["adain"]),
               "adain_at": str(p3["adain_at"]), "adain_content": str(p3["adain_content"]), "num_fixed": 16,
+              "d2_views": int(p3["d2_views"]), "d2_view_p": float(p3["d2_view_p"]),
               "augment": g["augment"]}
     return {
         "name": f"bench-seed{seed}", "seed": int(seed), "logger": "none", "joint_free": [f1, f2], "trainer": trainer,

@@ -27,7 +27,7 @@ from multifeat.bench.methods import resolve_methods
 from multifeat.bench.schema import parse_protocol
 from multifeat.errors import ConfigError
 from multifeat.nets.dcgan import check_upsample
-from multifeat.utils.config import read_yaml_mapping, set_dotted
+from multifeat.utils.config import drop_at_values, read_yaml_mapping, set_dotted
 
 #: the folder of the packaged protocol files
 PROTOCOLS_DIR = Path(__file__).resolve().with_name("protocols")
@@ -40,7 +40,7 @@ PRESETS = ("quick", "smoke")
 _RUNTIME_KEYS = ("seeds", "methods", "threads", "accelerator", "precision")
 #: keys added to the protocol after runs were published, with the value that does what the protocol did
 #: before the key existed: at that value a key is left out of the hash, so earlier records still match
-_LATER_KEYS: dict[tuple[str, str], Any] = {("gan", "upsample"): "transpose"}
+LATER_KEYS: dict[str, Any] = {"gan.upsample": "transpose", "method_a.phase3.d2_views": 0, "method_a.phase3.d2_view_p": 0.8}
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -168,6 +168,9 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg["method_b"]["styles"] not in ("sampled", "projected"):
         raise ConfigError(f"method_b.styles must be sampled or projected, got {cfg['method_b']['styles']!r}")
     p3 = cfg["method_a"]["phase3"]
+    if int(p3["d2_views"]) < 0 or not 0 < float(p3["d2_view_p"]) <= 1:
+        raise ConfigError(f"method_a.phase3.d2_views must be >= 0 and d2_view_p in (0, 1], got {p3['d2_views']!r} and "
+                          f"{p3['d2_view_p']!r}")
     if not 0 <= int(p3["snapshot_epoch"]) < int(p3["epochs"]):
         raise ConfigError(f"method_a.phase3.snapshot_epoch must be in [0, epochs={p3['epochs']}), got {p3['snapshot_epoch']}")
     if int(cfg["eval"]["n"]) < 2 or int(cfg["eval"]["n_real"]) < 2:
@@ -181,9 +184,7 @@ def protocol_hash(cfg: dict[str, Any]) -> str:
     c = copy.deepcopy(c)
     c["evaluator"].pop("cache_dir", None)
     c["data"].pop("num_workers", None)
-    for (section, key), before in _LATER_KEYS.items():
-        if section in c and c[section].get(key, before) == before:
-            c[section].pop(key, None)
+    drop_at_values(c, LATER_KEYS)
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

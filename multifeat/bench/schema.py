@@ -107,6 +107,8 @@ class Phase3Section:
     f_tau: float
     adain_at: str
     adain_content: str
+    d2_views: int
+    d2_view_p: float
 
 
 @dataclass(kw_only=True)

@@ -79,6 +79,21 @@ from multifeat.phases.gan import (
 )
 from multifeat.utils.lightning_private import own_hyperparameters
 
+#: the transformations of D2's views (probability multipliers of AugmentPipe): they move, rescale, mirror,
+#: re-light and add noise to a face but keep its attributes (no quarter turns, no luma flip, no hue turn)
+D2_VIEW_OPS = {"xflip": 1, "xint": 1, "scale": 1, "xfrac": 1, "brightness": 1, "contrast": 1, "saturation": 1, "noise": 1}
+
+
+def d2_view_pipe(p: float = 0.8):
+    """The differentiable pipe of D2's label-keeping views (``D2_VIEW_OPS``, each applied with
+    probability ``p``; AugmentPipe's default strengths, noise std 0.05). A small frozen classifier is
+    easily satisfied by pixel patterns that carry no feature; a pattern that must survive random
+    shifts, zooms, mirroring, lighting and noise is far harder to find than the feature itself (an
+    expectation over transformations)."""
+    from multifeat.nets.stylegan2.augment import AugmentPipe
+
+    return AugmentPipe(**D2_VIEW_OPS, noise_std=0.05, p=p)
+
 
 class ScheduleWarning(UserWarning):
     """The run's length (``max_epochs`` / ``max_steps``) never reaches ``snapshot_epoch``: no H, no
@@ -150,6 +165,10 @@ class Phase3GAN(GANModule):
         finite_check_every_n_steps: run the non-finite guard on every n-th step; 0 disables it. Default 1.
         augment, augment_p, ada_target, ada_interval, ada_kimg: ADA for D3 (never the frozen D2), as in
             Phase1GAN (preset e.g. ``"bgc"``, None: off; p 0; target 0.6; interval 4; kimg 100).
+        d2_views: 0 (default, the paper): D2 rates G3's images as drawn. k >= 1: the losses use the mean
+            of D2 over k random label-keeping views of each image (:func:`d2_view_pipe`), so G3 cannot
+            satisfy D2 with a fragile pixel pattern; ``d2/fake_plain_mean`` logs D2 on the images as drawn.
+        d2_view_p: the probability of each transformation of a view (default 0.8).
         image_size: expected image side; None: G1's (a mismatch is an error; recorded once built).
         arch: architectures recorded from the checkpoints at the first build; leave None.
     """
@@ -178,6 +197,7 @@ class Phase3GAN(GANModule):
         arch: dict[str, Any] | None = None,
         augment: str | None = None, augment_p: float = 0.0, ada_target: float | None = 0.6,
         ada_interval: int = 4, ada_kimg: float = 100,
+        d2_views: int = 0, d2_view_p: float = 0.8,
     ) -> None:
         super().__init__()
         self._f = make_f(f, f_tau)
@@ -200,6 +220,10 @@ class Phase3GAN(GANModule):
         # leave it out, so an unset size never conflicts with the data module's
         self._requested_image_size = image_size
         check_augment(augment, augment_p, ada_target, ada_interval, ada_kimg)
+        if isinstance(d2_views, bool) or not isinstance(d2_views, int) or d2_views < 0:
+            raise ConfigError(f"d2_views must be an integer >= 0 (0: D2 sees G3's images as drawn), got {d2_views!r}")
+        if isinstance(d2_view_p, bool) or not isinstance(d2_view_p, (int, float)) or not 0 < d2_view_p <= 1:
+            raise ConfigError(f"d2_view_p must be a probability in (0, 1], got {d2_view_p!r}")
         self.save_hyperparameters(ignore=["image_size"])
         self.hparams.update(
             alpha=check_weights("alpha", alpha, 3),
@@ -217,6 +241,8 @@ class Phase3GAN(GANModule):
         self.register_buffer("snapshot_at_epoch", torch.full((), -1, dtype=torch.long))
         # D3 (not the frozen D2) sees reals and fakes through the ADA pipeline
         self.setup_augment(augment, augment_p, ada_target, ada_interval, ada_kimg)
+        # D2 rates G3's images through random label-keeping views (see d2_score)
+        self.d2_view_pipe = d2_view_pipe(float(d2_view_p)) if d2_views > 0 else None
         if arch is not None:
             self._build(arch)
         elif _exists(g1_ckpt) and _exists(d2_ckpt):
@@ -456,6 +482,14 @@ class Phase3GAN(GANModule):
         p = self.d2(images)
         return p.reshape(p.shape[0], -1)[:, 0] if p.ndim > 1 else p
 
+    def d2_score(self, images: torch.Tensor) -> torch.Tensor:
+        """D2's verdict on G3's ``images`` as the losses use it: :meth:`d2_prob` of the images as drawn
+        (``d2_views`` 0), else its mean over ``d2_views`` random label-keeping views of each image
+        (:func:`d2_view_pipe`; differentiable). [N] in [0, 1]."""
+        if self.d2_view_pipe is None:
+            return self.d2_prob(images)
+        return torch.stack([self.d2_prob(self.d2_view_pipe(images)) for _ in range(int(self.hparams.d2_views))]).mean(0)
+
     def generate(self, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Images of ``z`` in eval mode (training mode restored after): [N, 3, S, S] in [-1, 1],
         combined through AdaIN once H exists."""
@@ -476,14 +510,15 @@ class Phase3GAN(GANModule):
             d3_real = self.discriminator(self.d_input(x))
             d3_fake = self.discriminator(self.d_input(fake.detach()))
             with torch.no_grad():
-                d2_fake = self.d2_prob(fake.detach())
+                d2_fake = self.d2_score(fake.detach())
+                d2_plain = self.d2_prob(fake.detach()) if self.d2_view_pipe is not None else d2_fake
             loss_d = phase3_d_loss(d3_real, d3_fake, d2_fake, hp.alpha)
             self.optimizer_update(opt_d, loss_d, "loss_d3")
         self.observe_real(d3_real)
 
         # --- G3: fool D3 (β1) and make the frozen D2 see feature 1 (β2, through f)
         with self.toggled(opt_g):
-            loss_g = phase3_g_loss(self.discriminator(self.d_input(fake)), self.d2_prob(fake), hp.beta, self._f)
+            loss_g = phase3_g_loss(self.discriminator(self.d_input(fake)), self.d2_score(fake), hp.beta, self._f)
             self.optimizer_update(opt_g, loss_g, "loss_g3")
         if self.g3_ema is not None:
             self.g3_ema.update(self.generator)
@@ -493,6 +528,7 @@ class Phase3GAN(GANModule):
             "loss/d3": loss_d.detach(),
             "loss/g3": loss_g.detach(),
             "d2/fake_mean": d2_fake.float().mean(),
+            **({"d2/fake_plain_mean": d2_plain.float().mean()} if self.d2_view_pipe is not None else {}),
             "d3/real_mean": d3_real.detach().float().mean(),
             "d3/fake_mean": d3_fake.detach().float().mean(),
             "phase3/adain_active": float(self.adain_active),

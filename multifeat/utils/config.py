@@ -53,3 +53,19 @@ def set_dotted(cfg: dict[str, Any], item: str, *, create: bool, example: str, wh
     if not create and parts[-1] not in node:
         raise ConfigError(f"--set {key}: unknown key '{parts[-1]}'; expected one of {', '.join(map(str, node))}")
     node[parts[-1]] = value
+
+
+def drop_at_values(cfg: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` without each dotted key of ``values`` that holds exactly that value (or is absent).
+
+    For hashes of protocols that gained keys after runs were published: a key added later, at the
+    value that does what the protocol did before the key existed, leaves the hash unchanged, so the
+    earlier records still match. ``cfg`` is changed in place and returned."""
+    for dotted, before in values.items():
+        *parents, leaf = dotted.split(".")
+        node: Any = cfg
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(leaf, before) == before:
+            node.pop(leaf, None)
+    return cfg

@@ -1,6 +1,7 @@
 """The benchmark protocol is parsed and type-checked by jsonargparse against the typed sections of
 ``multifeat.bench.schema``; the values come from the YAML files only."""
 
+import copy
 import dataclasses
 import subprocess
 import sys
@@ -96,3 +97,31 @@ def test_upsampling_reaches_every_dcgan_and_the_hash_keeps_earlier_records():
     assert method_a_config(ctx, 0, "c")["phase1"]["model"]["init_args"]["upsample"] == "nearest"
     with pytest.raises(ConfigError, match=r"gan\.upsample: Expected a typing\.Literal\['transpose', 'nearest'\]"):
         B.load_config(None, overrides=["gan.upsample=bilinear"])
+
+
+def test_keys_added_later_leave_the_hash_at_their_earlier_behaviour_only():
+    from multifeat.bench import forgetting as F
+    from multifeat.utils.config import drop_at_values
+
+    cfg = {"a": {"b": 1, "c": {"d": "x"}}, "e": 2}
+    assert drop_at_values(copy.deepcopy(cfg), {"a.c.d": "x", "a.b": 0, "z.y": 1}) == {"a": {"b": 1, "c": {}}, "e": 2}
+    for key, before in B.LATER_KEYS.items():
+        base = B.load_config(None)
+        other = {"transpose": "nearest", 0: 2, 0.8: 0.5}[before]
+        assert B.protocol_hash(B.load_config(None, overrides=[f"{key}={other}"])) != B.protocol_hash(base), key
+    with pytest.raises(ConfigError, match=r"d2_view_p in \(0, 1\], got 0 and 1.5"):
+        B.load_config(None, overrides=["method_a.phase3.d2_view_p=1.5"])
+    fcfg = F.load_config(None)
+    assert F.config_hash(fcfg) == "e2cd75c4c0137b98"  # the experiment of docs/forgetting.md
+    changed = copy.deepcopy(fcfg)
+    changed["phase3"]["d2_views"] = 2
+    assert F.config_hash(changed) != F.config_hash(fcfg)
+
+
+def test_hashing_leaves_the_config_as_it_was():
+    from multifeat.bench import forgetting as F
+
+    for cfg, fn in ((B.load_config(None), B.protocol_hash), (F.load_config(None), F.config_hash)):
+        before = copy.deepcopy(cfg)
+        fn(cfg)
+        assert cfg == before

@@ -8,6 +8,7 @@ import torch
 from helpers import tiny_phase1
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 
 from multifeat.data import AttributeDataModule, FeatureClassifierDataModule
 from multifeat.data.switching import SwitchingDataModule
@@ -296,3 +297,59 @@ def test_adain_combination(ckpts, point, content):
     m.hparams.adain_enabled = False
     with torch.no_grad():
         assert torch.equal(m(z), m.generator(z))
+
+
+# ---------------------------------------------------------------------------------------------- D2's views
+def test_d2_sees_the_images_as_drawn_unless_views_are_asked_for(ckpts):
+    m = _model(ckpts).eval()
+    assert m.d2_view_pipe is None
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(m.d2_score(x), m.d2_prob(x))
+
+
+def test_d2_views_keep_the_face_upright_and_its_colours_and_pass_gradients(ckpts):
+    from multifeat.phases.phase3 import D2_VIEW_OPS
+
+    m = _model(ckpts, d2_views=3, d2_view_p=1.0).eval()
+    pipe = m.d2_view_pipe
+    assert pipe is not None and float(pipe.p) == 1.0
+    params = pipe.sample_params(512, 16, 16)
+    assert torch.all(params.rotate90 == 0) and torch.all(params.lumaflip == 0) and torch.all(params.hue == 0)
+    assert float((params.xflip != 0).float().mean()) > 0.3 and float(params.xint.abs().amax()) > 0  # views do vary
+    assert set(D2_VIEW_OPS) == {"xflip", "xint", "scale", "xfrac", "brightness", "contrast", "saturation", "noise"}
+    x = (torch.rand(4, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    torch.manual_seed(5)
+    score = m.d2_score(x)
+    torch.manual_seed(5)
+    by_hand = torch.stack([m.d2_prob(pipe(x)) for _ in range(3)]).mean(0)
+    torch.testing.assert_close(score, by_hand)
+    assert not torch.allclose(score, m.d2_prob(x), atol=1e-4)  # the views change what D2 sees
+    score.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("kw, match", [({"d2_views": -1}, "d2_views must be an integer >= 0"),
+                                       ({"d2_views": 1.5}, "d2_views must be an integer >= 0"),
+                                       ({"d2_view_p": 0.0}, r"d2_view_p must be a probability in \(0, 1\]"),
+                                       ({"d2_view_p": 1.5}, r"d2_view_p must be a probability in \(0, 1\]")])
+def test_bad_d2_view_settings_are_named(ckpts, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        _model(ckpts, **kw)
+
+
+def test_training_with_d2_views_logs_d2_as_drawn_and_reloads(ckpts, tmp_path):
+    m = _model(ckpts, d2_views=2, snapshot_epoch=0)
+    logged = {}
+
+    class Keep(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            logged.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    trainer = Trainer(max_epochs=1, reload_dataloaders_every_n_epochs=1, enable_checkpointing=False, limit_val_batches=0,
+                      callbacks=[Keep()], log_every_n_steps=1, **{**QUIET, "logger": CSVLogger(str(tmp_path))})
+    trainer.fit(m, datamodule=switching_data())
+    assert "d2/fake_plain_mean" in logged and "d2/fake_mean" in logged
+    trainer.save_checkpoint(str(tmp_path / "v.ckpt"))
+    loaded = Phase3GAN.load_from_checkpoint(str(tmp_path / "v.ckpt"))
+    assert loaded.hparams.d2_views == 2 and loaded.d2_view_pipe is not None
