@@ -49,7 +49,7 @@ BRANCHES = ("c0", "c", "d_h", "d_g3")  # continued from the trunk of their (seed
 _SELECTION_KEYS = ("seeds", "grid", "variants", "threads", "accelerator", "quick")
 #: keys added after runs were published, at the value that does what the experiment did before them
 #: (left out of the hash at that value: see multifeat.utils.config.drop_at_values)
-LATER_KEYS: dict[str, Any] = {"phase3.d2_views": 0, "phase3.d2_view_p": 0.8}
+LATER_KEYS: dict[str, Any] = {"gan.upsample": "transpose", "phase3.d2_views": 0, "phase3.d2_view_p": 0.8}
 
 
 # ------------------------------------------------------------------------------------ config
@@ -329,7 +329,8 @@ class Experiment:
         g1 = Phase1GAN(image_size=size, z_dim=int(g["z_dim"]), g_width=int(g["g_width"]), d_width=int(g["d_width"]),
                        max_width=int(g["max_width"]), norm_d=str(g["norm_d"]), lr_g=float(g["lr"]), lr_d=float(g["lr"]), num_fixed=16,
                        ema_decay=None if g.get("ema_decay") is None else float(g["ema_decay"]),
-                       ema_rampup=None if g.get("ema_rampup") is None else float(g["ema_rampup"]))
+                       ema_rampup=None if g.get("ema_rampup") is None else float(g["ema_rampup"]),
+                       upsample=str(g["upsample"]))
         nb = cfg["phase1"]["negative_bank"]
         bank_dir = root / "phase1" / "negatives"
         bank = NegativeBank(bank_dir=str(bank_dir), first_steps=int(nb["first_steps"]), every_n_steps=int(nb["every_n_steps"]),

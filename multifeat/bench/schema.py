@@ -67,12 +67,12 @@ class DcganSection:
     lr: float
     ema_decay: float | None = None
     ema_rampup: float | None = None
+    upsample: Literal["transpose", "nearest"]
 
 
 @dataclass(kw_only=True)
 class GanSection(DcganSection):
     augment: str | None = None
-    upsample: Literal["transpose", "nearest"]
     steps: int
 
 
