@@ -26,7 +26,6 @@ from typing import Any
 from multifeat.bench.methods import resolve_methods
 from multifeat.bench.schema import parse_protocol
 from multifeat.errors import ConfigError
-from multifeat.nets.dcgan import check_upsample
 from multifeat.utils.config import drop_at_values, read_yaml_mapping, set_dotted
 
 #: the folder of the packaged protocol files
@@ -164,7 +163,6 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"seeds {bad} are not allowed: training seeds must be in [0, {min(reserved)}) so that training "
                               f"images never coincide with the evaluator's (seed {cfg['evaluator']['seed']}) or the real "
                               f"reference images (seed {cfg['eval']['real_seed']})")
-    check_upsample(cfg["gan"]["upsample"], "gan.upsample")
     if cfg["method_b"]["styles"] not in ("sampled", "projected"):
         raise ConfigError(f"method_b.styles must be sampled or projected, got {cfg['method_b']['styles']!r}")
     p3 = cfg["method_a"]["phase3"]

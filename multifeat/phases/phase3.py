@@ -88,8 +88,9 @@ def d2_view_pipe(p: float = 0.8):
     """The differentiable pipe of D2's label-keeping views (``D2_VIEW_OPS``, each applied with
     probability ``p``; AugmentPipe's default strengths, noise std 0.05). A small frozen classifier is
     easily satisfied by pixel patterns that carry no feature; a pattern that must survive random
-    shifts, zooms, mirroring, lighting and noise is far harder to find than the feature itself (an
-    expectation over transformations)."""
+    shifts, zooms, mirroring, lighting and noise is harder to find (an expectation over
+    transformations). Measured on MultiFeat-Synth (docs/forgetting.md): G3 kept feature 1 longer, then
+    collapsed to few faces; not a cure on its own."""
     from multifeat.nets.stylegan2.augment import AugmentPipe
 
     return AugmentPipe(**D2_VIEW_OPS, noise_std=0.05, p=p)
@@ -166,8 +167,8 @@ class Phase3GAN(GANModule):
         augment, augment_p, ada_target, ada_interval, ada_kimg: ADA for D3 (never the frozen D2), as in
             Phase1GAN (preset e.g. ``"bgc"``, None: off; p 0; target 0.6; interval 4; kimg 100).
         d2_views: 0 (default, the paper): D2 rates G3's images as drawn. k >= 1: the losses use the mean
-            of D2 over k random label-keeping views of each image (:func:`d2_view_pipe`), so G3 cannot
-            satisfy D2 with a fragile pixel pattern; ``d2/fake_plain_mean`` logs D2 on the images as drawn.
+            of D2 over k random label-keeping views of each image (:func:`d2_view_pipe`), against G3
+            satisfying D2 with a fragile pixel pattern; ``d2/fake_plain_mean`` logs D2 on the images as drawn.
         d2_view_p: the probability of each transformation of a view (default 0.8).
         image_size: expected image side; None: G1's (a mismatch is an error; recorded once built).
         arch: architectures recorded from the checkpoints at the first build; leave None.
