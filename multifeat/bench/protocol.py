@@ -26,6 +26,7 @@ from typing import Any
 from multifeat.bench.methods import resolve_methods
 from multifeat.bench.schema import parse_protocol
 from multifeat.errors import ConfigError
+from multifeat.phases.phase3 import check_d2_views
 from multifeat.utils.config import drop_at_values, read_yaml_mapping, set_dotted
 
 #: the folder of the packaged protocol files
@@ -166,9 +167,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg["method_b"]["styles"] not in ("sampled", "projected"):
         raise ConfigError(f"method_b.styles must be sampled or projected, got {cfg['method_b']['styles']!r}")
     p3 = cfg["method_a"]["phase3"]
-    if int(p3["d2_views"]) < 0 or not 0 < float(p3["d2_view_p"]) <= 1:
-        raise ConfigError(f"method_a.phase3.d2_views must be >= 0 and d2_view_p in (0, 1], got {p3['d2_views']!r} and "
-                          f"{p3['d2_view_p']!r}")
+    check_d2_views(p3["d2_views"], p3["d2_view_p"], "method_a.phase3.")  # early: Phase 3 would only refuse after phases 1-2
     if not 0 <= int(p3["snapshot_epoch"]) < int(p3["epochs"]):
         raise ConfigError(f"method_a.phase3.snapshot_epoch must be in [0, epochs={p3['epochs']}), got {p3['snapshot_epoch']}")
     if int(cfg["eval"]["n"]) < 2 or int(cfg["eval"]["n_real"]) < 2:

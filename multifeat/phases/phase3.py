@@ -84,6 +84,15 @@ from multifeat.utils.lightning_private import own_hyperparameters
 D2_VIEW_OPS = {"xflip": 1, "xint": 1, "scale": 1, "xfrac": 1, "brightness": 1, "contrast": 1, "saturation": 1, "noise": 1}
 
 
+def check_d2_views(views: object, p: object, prefix: str = "") -> None:
+    """Validate ``d2_views`` (an integer >= 0) and ``d2_view_p`` (a probability in (0, 1]); ``prefix``
+    names where they were set (e.g. ``"method_a.phase3."``)."""
+    if isinstance(views, bool) or not isinstance(views, int) or views < 0:
+        raise ConfigError(f"{prefix}d2_views must be an integer >= 0 (0: D2 sees G3's images as drawn), got {views!r}")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+        raise ConfigError(f"{prefix}d2_view_p must be a probability in (0, 1], got {p!r}")
+
+
 def d2_view_pipe(p: float = 0.8):
     """The differentiable pipe of D2's label-keeping views (``D2_VIEW_OPS``, each applied with
     probability ``p``; AugmentPipe's default strengths, noise std 0.05). A small frozen classifier is
@@ -221,10 +230,7 @@ class Phase3GAN(GANModule):
         # leave it out, so an unset size never conflicts with the data module's
         self._requested_image_size = image_size
         check_augment(augment, augment_p, ada_target, ada_interval, ada_kimg)
-        if isinstance(d2_views, bool) or not isinstance(d2_views, int) or d2_views < 0:
-            raise ConfigError(f"d2_views must be an integer >= 0 (0: D2 sees G3's images as drawn), got {d2_views!r}")
-        if isinstance(d2_view_p, bool) or not isinstance(d2_view_p, (int, float)) or not 0 < d2_view_p <= 1:
-            raise ConfigError(f"d2_view_p must be a probability in (0, 1], got {d2_view_p!r}")
+        check_d2_views(d2_views, d2_view_p)
         self.save_hyperparameters(ignore=["image_size"])
         self.hparams.update(
             alpha=check_weights("alpha", alpha, 3),

@@ -109,8 +109,10 @@ def test_keys_added_later_leave_the_hash_at_their_earlier_behaviour_only():
         base = B.load_config(None)
         other = {"transpose": "nearest", 0: 2, 0.8: 0.5}[before]
         assert B.protocol_hash(B.load_config(None, overrides=[f"{key}={other}"])) != B.protocol_hash(base), key
-    with pytest.raises(ConfigError, match=r"d2_view_p in \(0, 1\], got 0 and 1.5"):
+    with pytest.raises(ConfigError, match=r"^method_a\.phase3\.d2_view_p must be a probability in \(0, 1\], got 1\.5$"):
         B.load_config(None, overrides=["method_a.phase3.d2_view_p=1.5"])
+    with pytest.raises(ConfigError, match=r"^method_a\.phase3\.d2_views must be an integer >= 0 .*got -1$"):
+        B.load_config(None, overrides=["method_a.phase3.d2_views=-1"])
     fcfg = F.load_config(None)
     assert F.config_hash(fcfg) == "e2cd75c4c0137b98"  # the experiment of docs/forgetting.md
     changed = copy.deepcopy(fcfg)
