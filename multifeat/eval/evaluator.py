@@ -100,6 +100,8 @@ class AttributeEvaluator(PhaseModule):
             degrees), labels kept. Default 0 (off: nothing is drawn and the recipe is unchanged).
         lr_cosine: lower the learning rate along a cosine from ``lr`` to ``lr / 20`` over the trainer's
             ``max_steps`` (which must then be set). Default False (constant).
+        hflip: probability that a labelled training face is mirrored left-right (labels kept: a face and
+            its mirror image carry the same attributes). Default 0 (off: nothing is drawn).
 
     Shapes: ``forward(x [N,3,S,S]) -> logits [N, A]``; ``features(x) -> [N, feature_dim]``.
     Batches are dicts ``{"image": [B,3,S,S], "attrs": [B, A_data]}``; when the data module exposes
@@ -131,6 +133,7 @@ class AttributeEvaluator(PhaseModule):
         geometric_shift: float = jd.GEOMETRIC_SHIFT,
         geometric_rotate: float = jd.GEOMETRIC_ROTATE,
         lr_cosine: bool = False,
+        hflip: float = 0.0,
     ) -> None:
         super().__init__()
         attributes = [str(a) for a in attributes]
@@ -168,6 +171,11 @@ class AttributeEvaluator(PhaseModule):
                                 geometric_shift=self.geometric[2], geometric_rotate=self.geometric[3])
         if lr_cosine:  # recorded only when on, as the geometric views
             self.hparams.update(lr_cosine=True)
+        if not 0.0 <= float(hflip) <= 1.0:
+            raise ConfigError(f"hflip is the probability of mirroring a training face and must be in [0, 1], got {hflip}")
+        self.hflip = float(hflip)
+        if self.hflip > 0:  # recorded only when on
+            self.hparams.update(hflip=self.hflip)
         #: per-attribute weight of the positives in the loss (``balance``), set at fit start
         self.pos_weight: torch.Tensor | None = None
         self._outputs: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
@@ -248,6 +256,8 @@ class AttributeEvaluator(PhaseModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch["image"], self._targets(batch)
         mask = None
+        if self.hflip > 0:
+            x = jd.mirrored(x, self.hflip)
         if self.geometric[0] > 0:  # before the degradations: a zoomed face may then also be blurred
             x = jd.geometric_views(x, *self.geometric)
         if self.hparams.get("robust", False):
@@ -345,7 +355,8 @@ class AttributeEvaluator(PhaseModule):
                                 "immature_fraction": self.immature_in_use,
                                 "pos_weight": None if self.pos_weight is None else [float(v) for v in self.pos_weight],
                                 **({"geometric": [self.geometric[0], list(self.geometric[1]), *self.geometric[2:]]}
-                                   if self.geometric[0] > 0 else {})},
+                                   if self.geometric[0] > 0 else {}),
+                                **({"hflip": self.hflip} if self.hflip > 0 else {})},
                      "nonface_rates": {k: dict(v) for k, v in self.nonface_rates.items()}})
         return meta
 

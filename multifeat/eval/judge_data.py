@@ -273,6 +273,15 @@ def check_geometric(prob: float, scale: Sequence[float], shift: float, rotate: f
     return float(prob), (sc[0], sc[1]), float(shift), float(rotate)
 
 
+def mirrored(images: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``images`` ``[N,3,S,S]`` with each one mirrored left-right with probability ``prob`` (a new
+    tensor; the draws come from ``generator``, the global stream when None)."""
+    if images.shape[0] == 0 or prob <= 0.0:
+        return images.clone()
+    flip = (torch.rand(images.shape[0], generator=generator) < prob).to(images.device)
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
 def geometric_views(
     images: torch.Tensor,
     prob: float = 1.0,

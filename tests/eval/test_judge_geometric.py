@@ -10,7 +10,7 @@ import torch
 from multifeat.errors import ConfigError
 from multifeat.eval import judge_data as jd
 from multifeat.eval.evaluator import AttributeEvaluator
-from multifeat.eval.judge_data import balanced_accuracy, balanced_accuracy_interval, geometric_views
+from multifeat.eval.judge_data import balanced_accuracy, balanced_accuracy_interval, geometric_views, mirrored
 
 S = 16
 CENTRES = (torch.arange(S, dtype=torch.float64) * 2 + 1) / S - 1  # pixel centres in normalised coordinates
@@ -222,3 +222,40 @@ def test_celeba_judge_config_fits_at_tiny_size_with_the_views(tmp_path, repo_roo
     assert ckpt["multifeat"]["recipe"]["geometric"] == [0.5, [0.8, 1.25], 0.1, 10.0]
     sched = ckpt["lr_schedulers"][0]
     assert sched["T_max"] == 3 and sched["last_epoch"] == 3 and sched["_last_lr"][0] == pytest.approx(0.002 / 20)
+
+
+def test_mirrored_flips_exactly_the_drawn_faces():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    x = torch.cat([x] * 50)  # 100 images
+    out = mirrored(x, 0.5, generator=torch.Generator().manual_seed(3))
+    flipped = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, x)])
+    kept = torch.tensor([torch.equal(o, i) for o, i in zip(out, x)])
+    # every image is either itself or its left-right mirror (column j becomes column 3 - j)
+    assert bool((flipped | kept).all()) and torch.equal(out[flipped][..., 0], x[flipped][..., 3])
+    assert 30 <= int(flipped.sum()) <= 70
+    # the draws are those of the generator, in order: the same seed flips the same images
+    draws = torch.rand(100, generator=torch.Generator().manual_seed(3)) < 0.5
+    assert torch.equal(flipped, draws)
+    assert torch.equal(mirrored(x, 0.0), x) and torch.equal(mirrored(x, 1.0), x.flip(-1))
+
+
+def test_evaluator_mirror_is_off_by_default_and_keeps_the_labels_when_on(monkeypatch):
+    batch = {"image": torch.rand(4, 3, 16, 16) * 2 - 1, "attrs": torch.tensor([[1.0, 0], [0, 1], [1, 1], [0, 0]])}
+    off = AttributeEvaluator(image_size=16, attributes=("bald", "beard"), width=4, max_width=8, robust=False)
+    assert "hflip" not in off.hparams and "hflip" not in off.checkpoint_metadata()["recipe"]
+    # off: no draw is taken from the global stream, so a recipe without it trains as before
+    torch.manual_seed(5)
+    monkeypatch.setattr(off, "log", lambda *a, **k: None)
+    off.training_step(batch, 0)
+    after_off = torch.rand(1)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(1), after_off)
+
+    on = AttributeEvaluator(image_size=16, attributes=("bald", "beard"), width=4, max_width=8, robust=False, hflip=1.0)
+    monkeypatch.setattr(on, "log", lambda *a, **k: None)
+    loss = on.training_step(batch, 0)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(on(batch["image"].flip(-1)), batch["attrs"])
+    torch.testing.assert_close(loss, expected)
+    assert on.hparams["hflip"] == 1.0 and on.checkpoint_metadata()["recipe"]["hflip"] == 1.0
+    with pytest.raises(ConfigError, match="hflip"):
+        AttributeEvaluator(image_size=16, width=4, max_width=8, hflip=1.5)
