@@ -260,6 +260,24 @@ PHASE3_VARIANTS = {
 }
 
 
+def phase3_epoch_cap(ctx: Context) -> dict[str, int]:
+    """Phase 3's epochs hold ``method_a.phase3.num_samples`` images on every source.
+
+    SyntheticFaces renders exactly that many images per stage, so no cap is needed. A CelebA stage holds
+    every matching face of the training split (about 4 260 beard-only faces against 240 bald-only ones
+    on the 64 px CelebA-HQ copy), so without a cap a beard epoch is about 17 times as long as a bald one
+    and the phase's length follows the copy, not the protocol; the Trainer's ``limit_train_batches`` stops each epoch
+    after ``num_samples // batch_size`` batches (the loader shuffles, so every epoch sees other faces).
+    """
+    if ctx.synthetic:
+        return {}
+    batches = int(ctx.config["method_a"]["phase3"]["num_samples"]) // int(ctx.config["data"]["batch_size"])
+    if batches < 1:
+        raise ConfigError(f"method_a.phase3.num_samples ({ctx.config['method_a']['phase3']['num_samples']}) is smaller "
+                          f"than one batch (data.batch_size {ctx.config['data']['batch_size']}); an epoch needs at least one batch")
+    return {"limit_train_batches": batches}
+
+
 def method_a_config(ctx: Context, seed: int, key: str) -> dict[str, Any]:
     """The pipeline config (:mod:`multifeat.pipeline.config`) of Method-A variant ``key`` (b, c or d) for
     ``seed``: the protocol's values as ``class_path``/``init_args`` sections of the three phases. Phases 1
@@ -302,7 +320,7 @@ def method_a_config(ctx: Context, seed: int, key: str) -> dict[str, Any]:
                    "trainer": {"max_epochs": int(p2["epochs"])}},
         "phase3": {"model": {"class_path": PHASE3_MODEL, "init_args": phase3},
                    "data": {"class_path": data3[0], "init_args": data3[1]},
-                   "trainer": {"max_epochs": int(p3["epochs"])},
+                   "trainer": {"max_epochs": int(p3["epochs"]), **phase3_epoch_cap(ctx)},
                    "callbacks": {"sample_grid": False}},
     }
 

@@ -436,3 +436,19 @@ def test_a_second_run_compared_with_the_first(smoke_run, tmp_path, capsys):
     assert cmp["rows_checked"] == 8 and cmp["all_agree"] is True
     assert all(r["identical_joint_seeds"] == r["seeds_in_common"] == 2 for r in cmp["rows"])
     assert f"8 of 8 rows agree (each mean inside the other's 95 % interval): {second / 'agreement.md'}" in printed
+
+
+def test_celeba_phase3_epochs_hold_num_samples_images(tmp_path):
+    """CelebA stages hold every matching face; phase 3's epochs are capped at num_samples images (as
+    SyntheticFaces renders them), so the beard and bald epochs have the protocol's length."""
+    from multifeat.bench.methods import method_a_config
+
+    cfg = B.load_config(None, overrides=["method_a.phase3.num_samples=200", "data.batch_size=32"])
+    synth = method_a_config(Context(cfg, FEATURES, log=lambda m: None), 0, "c")["phase3"]["trainer"]
+    assert synth == {"max_epochs": cfg["method_a"]["phase3"]["epochs"]}  # rendered sets have the size already
+    cfg["data"].update(source="celeba", root=str(tmp_path), derived=None)
+    ctx = Context(cfg, FEATURES, log=lambda m: None)
+    assert method_a_config(ctx, 0, "c")["phase3"]["trainer"]["limit_train_batches"] == 6  # 200 // 32
+    cfg["method_a"]["phase3"]["num_samples"] = 20
+    with pytest.raises(ConfigError, match=r"method_a\.phase3\.num_samples \(20\).*batch_size 32"):
+        method_a_config(ctx, 0, "c")
