@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-evaluator", action="store_true", help="for SyntheticFaces, train (and cache) an evaluator "
                    "instead of using the one the package ships for the image size")
     p.add_argument("--evaluator-steps", type=int, default=None,
-                   help="training steps when an evaluator must be trained (default: 400 on SyntheticFaces, 1400 on "
+                   help="training steps when an evaluator must be trained (default: 400 on SyntheticFaces, 2800 on "
                    "CelebA, the recipe of experiments/celeba_cpu/evaluator.yaml)")
     p.add_argument("--cache-dir", metavar="DIR", help="where trained evaluators are cached (default $MULTIFEAT_CACHE/evaluators "
                    "or ~/.cache/multifeat/evaluators)")

@@ -89,11 +89,12 @@ def cached_evaluator(
 
 
 #: How the CelebA judge is trained: the recipe of ``experiments/celeba_cpu/evaluator.yaml`` (robust views,
-#: positives balanced per attribute, geometric views, cosine learning rate; a test keeps the two equal),
+#: positives balanced per attribute, geometric views, mirroring, cosine learning rate; a test keeps the two equal),
 #: so that `multifeat evaluate` and the pipeline judge real faces with the network the docs measure.
 CELEBA_JUDGE_RECIPE: dict[str, Any] = {"norm": "batch", "dropout": 0.0, "lr": 0.002, "lr_cosine": True, "robust": True,
                                        "balance": True, "immature_fraction": 0.0, "geometric": 0.5,
-                                       "geometric_scale": [0.8, 1.25], "geometric_shift": 0.1, "geometric_rotate": 10.0}
+                                       "geometric_scale": [0.8, 1.25], "geometric_shift": 0.1, "geometric_rotate": 10.0,
+                                       "hflip": 0.5}
 
 
 def cached_celeba_evaluator(
@@ -101,7 +102,7 @@ def cached_celeba_evaluator(
     image_size: int,
     attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
     cache_dir: str | os.PathLike | None = None,
-    max_steps: int = 1400,
+    max_steps: int = 2800,
     width: int = 16,
     max_width: int = 128,
     batch_size: int = 64,

@@ -132,4 +132,11 @@ def test_the_cached_celeba_judge_uses_the_profile_judge_recipe():
     assert CELEBA_JUDGE_RECIPE["geometric"] > 0 and CELEBA_JUDGE_RECIPE["balance"] is True
     pipe = yaml.safe_load((PROFILE / "method_a.yaml").read_text())
     assert pipe["eval"]["args"]["evaluator-steps"] == cfg["trainer"]["max_steps"]
+    import inspect
+
+    from multifeat.eval.evaluator_cache import cached_celeba_evaluator
+
+    assert inspect.signature(cached_celeba_evaluator).parameters["max_steps"].default == cfg["trainer"]["max_steps"]
+    bench = yaml.safe_load((PROFILE / "bench.yaml").read_text())
+    assert bench["evaluator"]["max_steps"] == cfg["trainer"]["max_steps"]
     assert cfg["seed_everything"] == 10000  # the cache's DEFAULT_EVALUATOR_SEED
