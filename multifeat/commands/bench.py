@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def preset_notice(preset: str | None, cfg: dict) -> str | None:
+    """The line printed under the table of a ``--quick`` or ``--smoke`` run: its GANs are far too short to
+    draw faces, so its rates check the plumbing and are not results (None for a full protocol)."""
+    if preset is None:
+        return None
+    return (f"--{preset}: the GANs trained {cfg['gan']['steps']} steps (StyleGAN2 {cfg['method_b']['stylegan']['steps']}); "
+            "these rates check that every method runs end to end and are not results of the methods. "
+            "Results come from the full protocol (no --quick/--smoke); see docs/benchmark.md.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -89,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(main_table(rows, results["features"]))
     print()
+    notice = preset_notice(preset, results["config"])
+    if notice:
+        print(notice)
+        print()
     run = results["run"]
     ev = results["evaluator"]
     print(f"Judge: attribute evaluator {ev.get('path')} (sha256 {ev.get('sha256_16') or 'unknown'})")

@@ -342,7 +342,10 @@ def test_smoke_run_resumes_and_refuses_other_settings(smoke_run, capsys):
     before = {p: p.read_bytes() for p in (out / "runs").rglob("*.json")}
     capsys.readouterr()
     assert _run_cli(["--smoke", "--out", str(out), "--cache-dir", str(cache), "--methods", "a,g"]) == 0
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[bench] (")]
+    printed = capsys.readouterr().out
+    steps = B.load_config(None, preset="smoke")["gan"]["steps"]
+    assert f"--smoke: the GANs trained {steps} steps" in printed and "are not results of the methods" in printed
+    lines = [ln for ln in printed.splitlines() if ln.startswith("[bench] (")]
     assert len(lines) == 4 and all("done earlier, skipped" in ln and "elapsed" in ln for ln in lines)
     assert {p: p.read_bytes() for p in (out / "runs").rglob("*.json")} == before
     res = json.loads((out / "results.json").read_text())
@@ -452,3 +455,13 @@ def test_celeba_phase3_epochs_hold_num_samples_images(tmp_path):
     cfg["method_a"]["phase3"]["num_samples"] = 20
     with pytest.raises(ConfigError, match=r"method_a\.phase3\.num_samples \(20\).*batch_size 32"):
         method_a_config(ctx, 0, "c")
+
+
+def test_preset_notice_names_the_preset_and_its_lengths():
+    from multifeat.commands.bench import preset_notice
+
+    cfg = B.load_config(None, preset="quick")
+    line = preset_notice("quick", cfg)
+    assert line.startswith(f"--quick: the GANs trained {cfg['gan']['steps']} steps (StyleGAN2 {cfg['method_b']['stylegan']['steps']})")
+    assert "not results" in line
+    assert preset_notice(None, B.load_config(None)) is None
