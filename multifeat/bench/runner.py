@@ -172,6 +172,25 @@ def _train(ctx: Context, spec: MethodSpec, seed: int, out: Path) -> Trained:
     raise ConfigError(f"no trainer for method {spec.key}")  # pragma: no cover
 
 
+def check_method_b_distance(cfg: dict[str, Any], specs: Sequence[MethodSpec]) -> None:
+    """Method B's image distance (``method_b.distance``) is available, checked before anything trains.
+
+    The LPIPS distance needs weight files that are never downloaded; without this check a run would
+    stop at method e, after the judge and methods a-d had trained."""
+    if not any(spec.key == "e" for spec in specs):
+        return
+    from multifeat.mixing.distance import LPIPSWeightsMissingError, build_distance
+
+    kind = cfg["method_b"]["distance"]
+    try:
+        build_distance(kind)
+    except LPIPSWeightsMissingError as e:
+        raise LPIPSWeightsMissingError(
+            f"method_b.distance is {kind!r}, and method e cannot run on this machine; nothing was trained. {e}\n"
+            "In a benchmark: --set method_b.distance=pixel (a protocol change, recorded in the hash), or "
+            "--methods without e.") from None
+
+
 def run_one(ctx: Context, spec: MethodSpec, seed: int, out: Path, evaluator, real: torch.Tensor,
             phash: str, eval_info: dict[str, Any]) -> dict[str, Any]:
     """Train, sample and evaluate one (method, seed); write its record and grid row; return the record."""
@@ -287,6 +306,7 @@ def run_benchmark(config: dict[str, Any], out_dir: str | os.PathLike, methods: S
             if folder.is_dir():
                 shutil.rmtree(folder)
 
+    check_method_b_distance(cfg, [spec for _, spec in todo])
     log(f"[bench] {cfg['protocol']}: methods {','.join(s.key for s in specs)}, seeds {','.join(map(str, seed_list))}, "
         f"{len(todo)} of {len(specs) * len(seed_list)} runs to do -> {out}")
     evaluator, ev_path = get_evaluator(ctx, out / "work")

@@ -465,3 +465,18 @@ def test_preset_notice_names_the_preset_and_its_lengths():
     assert line.startswith(f"--quick: the GANs trained {cfg['gan']['steps']} steps (StyleGAN2 {cfg['method_b']['stylegan']['steps']})")
     assert "not results" in line
     assert preset_notice(None, B.load_config(None)) is None
+
+
+def test_a_missing_lpips_distance_stops_method_e_before_anything_trains(tmp_path, monkeypatch):
+    """LPIPS weights are never downloaded: without them a run that includes method e stops at once,
+    naming the key, instead of after the judge and the other methods have trained."""
+    from multifeat.bench.runner import run_benchmark
+    from multifeat.mixing.distance import LPIPSWeightsMissingError
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no VGG16 file there
+    cfg = B.load_config(None, preset="smoke", overrides=["method_b.distance=lpips"])
+    out = tmp_path / "out"
+    with pytest.raises(LPIPSWeightsMissingError, match=r"method_b\.distance is 'lpips'.*nothing was trained(.|\n)*"
+                                                          r"--set method_b\.distance=pixel"):
+        run_benchmark(cfg, out, methods="a,e", seeds=[0])
+    assert not (out / "work").exists() and not (out / "runs").exists()
