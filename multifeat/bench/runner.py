@@ -66,6 +66,7 @@ from multifeat.errors import ConfigError, DataError
 from multifeat.eval.evaluate import evaluate_images, sample_images, synthetic_real_images
 from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES
 from multifeat.eval.evaluator_cache import cached_celeba_evaluator, cached_evaluator
+from multifeat.mixing.distance import LPIPSWeightsMissingError, build_distance
 from multifeat.utils.files import atomic_write_text, ensure_writable_dir, file_sha256
 
 
@@ -179,8 +180,6 @@ def check_method_b_distance(cfg: dict[str, Any], specs: Sequence[MethodSpec]) ->
     stop at method e, after the judge and methods a-d had trained."""
     if not any(spec.key == "e" for spec in specs):
         return
-    from multifeat.mixing.distance import LPIPSWeightsMissingError, build_distance
-
     kind = cfg["method_b"]["distance"]
     try:
         build_distance(kind)
