@@ -66,7 +66,7 @@ from multifeat.errors import ConfigError, DataError
 from multifeat.eval.evaluate import evaluate_images, sample_images, synthetic_real_images
 from multifeat.eval.evaluator import DEFAULT_ATTRIBUTES
 from multifeat.eval.evaluator_cache import cached_celeba_evaluator, cached_evaluator
-from multifeat.mixing.distance import LPIPSWeightsMissingError, build_distance
+from multifeat.mixing.distance import LPIPSWeightsMissingError, distance_weight_files
 from multifeat.utils.files import atomic_write_text, ensure_writable_dir, file_sha256
 
 
@@ -182,7 +182,7 @@ def check_method_b_distance(cfg: dict[str, Any], specs: Sequence[MethodSpec]) ->
         return
     kind = cfg["method_b"]["distance"]
     try:
-        build_distance(kind)
+        distance_weight_files(kind)  # located, not loaded: the mixer loads them once, later
     except LPIPSWeightsMissingError as e:
         raise LPIPSWeightsMissingError(
             f"method_b.distance is {kind!r}, and method e cannot run on this machine; nothing was trained. {e}\n"

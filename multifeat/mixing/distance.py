@@ -48,6 +48,7 @@ __all__ = [
     "PixelGradientDistance",
     "VGGPerceptualDistance",
     "build_distance",
+    "distance_weight_files",
     "find_local_lpips_weights",
     "find_local_vgg_weights",
     "vgg16_features",
@@ -305,13 +306,27 @@ def build_distance(
         )
     if name == "pixel":
         return PixelGradientDistance()
+    vgg, lp = distance_weight_files(name, vgg_weights, lpips_weights)
+    return VGGPerceptualDistance(vgg, lp)
+
+
+def distance_weight_files(
+    kind: str,
+    vgg_weights: str | os.PathLike | None = None,
+    lpips_weights: str | os.PathLike | None = None,
+) -> tuple[Path | None, Path | None]:
+    """The (VGG16, LPIPS) weight files the distance ``kind`` needs, found without loading them (None
+    where it needs none); raises :class:`LPIPSWeightsMissingError` naming each missing file."""
+    name = DISTANCE_ALIASES.get(str(kind).lower(), str(kind).lower())
+    if name == "pixel":
+        return None, None
     vgg = Path(vgg_weights) if vgg_weights is not None else find_local_vgg_weights()
     if name == "vgg16-features":
         if vgg is None:
             raise LPIPSWeightsMissingError(_missing_weights_message("'vgg16-features'", True, False))
-        return VGGPerceptualDistance(vgg, None)
+        return vgg, None
     lp = Path(lpips_weights) if lpips_weights is not None else find_local_lpips_weights()
     if vgg is None or lp is None:
         raise LPIPSWeightsMissingError(_missing_weights_message(
             "'lpips' (LPIPS on VGG16, as the official projector uses)", vgg is None, lp is None))
-    return VGGPerceptualDistance(vgg, lp)
+    return vgg, lp

@@ -16,6 +16,7 @@ from multifeat.mixing.distance import (
     PixelGradientDistance,
     VGGPerceptualDistance,
     build_distance,
+    distance_weight_files,
 )
 
 LPIPS_CHANNELS = (64, 128, 256, 512, 512)
@@ -185,3 +186,15 @@ def test_bad_names_and_files(tmp_path):
     torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="not a torchvision VGG16 state dict"):
         VGGPerceptualDistance(tmp_path / "bad.pth")
+
+
+def test_weight_files_are_located_without_loading(offline):
+    """What a long run checks before it starts: the files a distance needs, found, not loaded."""
+    assert distance_weight_files("pixel") == (None, None)
+    with pytest.raises(LPIPSWeightsMissingError, match="vgg16-397923af.pth"):  # offline: neither file
+        distance_weight_files("auto")
+
+
+def test_weight_files_found_where_the_ecosystem_keeps_them(installed):
+    assert distance_weight_files("lpips") == (installed["vgg"], installed["lpips"])
+    assert distance_weight_files("vgg16-features") == (installed["vgg"], None)
